@@ -1,0 +1,151 @@
+"""Building blocks of the shared decoder: RMSNorm, rotary embeddings, gated MLP, grouped-query attention.
+
+Sub-module and parameter names follow HF transformers (`q_proj`, `weight`) so the weight maps stay short.
+Linear kernels are stored `[in, out]`, the transpose of HF's `Linear.weight`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rmas_jax.models.arch import ArchConfig, RopeSpec
+
+_MASKED = float(np.finfo(np.float32).min)
+
+
+class RMSNorm(nnx.Module):
+  """Root-mean-square norm over the last axis, computed in fp32.
+
+  With `offset`, the learned weight is applied as `1 + w` (Gemma's convention, weights initialised at zero).
+  """
+
+  def __init__(self, dim: int, *, eps: float, offset: bool, param_dtype=jnp.float32):
+    self.eps = eps
+    self.offset = offset
+    init = jnp.zeros if offset else jnp.ones
+    self.weight = nnx.Param(init((dim,), param_dtype))
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+    w = self.weight[...].astype(jnp.float32)
+    return (y * (1.0 + w) if self.offset else y * w).astype(x.dtype)
+
+
+def rope_inv_freq(spec: RopeSpec, head_dim: int) -> np.ndarray:
+  """Inverse frequencies `[head_dim // 2]` of one rotary embedding, in fp32 like HF computes them."""
+  exponents = np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)
+  inv = (np.float32(1.0) / (np.float32(spec.theta) ** exponents)).astype(np.float32)
+  if spec.rope_type == "default":
+    return inv
+  if spec.rope_type == "linear":
+    return (inv / np.float32(spec.factor)).astype(np.float32)
+  if spec.rope_type == "llama3":
+    old = spec.original_max_position_embeddings
+    low_wavelen = old / spec.low_freq_factor
+    high_wavelen = old / spec.high_freq_factor
+    wavelen = 2 * np.pi / inv
+    scaled = np.where(wavelen > low_wavelen, inv / spec.factor, inv)
+    smooth = (old / wavelen - spec.low_freq_factor) / (spec.high_freq_factor - spec.low_freq_factor)
+    smoothed = (1 - smooth) * scaled / spec.factor + smooth * scaled
+    medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+  raise ValueError(f"unsupported rope_type {spec.rope_type!r}; expected default, linear or llama3")
+
+
+def rope_tables(positions: jax.Array, inv_freq: np.ndarray) -> tuple[jax.Array, jax.Array]:
+  """cos and sin tables `[B, T, head_dim]` for integer positions `[B, T]`, in fp32."""
+  freqs = positions.astype(jnp.float32)[..., None] * jnp.asarray(inv_freq)[None, None, :]  # [B, T, hd/2]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)  # [B, T, hd]
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  """Rotate-half RoPE on `x [B, T, N, hd]` with tables `[B, T, hd]`."""
+  half = x.shape[-1] // 2
+  xf = x.astype(jnp.float32)
+  rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+  out = xf * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+  return out.astype(x.dtype)
+
+
+def _linear(din: int, dout: int, bias: bool, cfg_dtype, rngs: nnx.Rngs) -> nnx.Linear:
+  return nnx.Linear(
+    din,
+    dout,
+    use_bias=bias,
+    dtype=cfg_dtype,
+    param_dtype=cfg_dtype,
+    kernel_init=nnx.initializers.normal(0.02),
+    rngs=rngs,
+  )
+
+
+class MLP(nnx.Module):
+  """Gated feed-forward: `down(act(gate(x)) * up(x))`, SwiGLU or GeGLU with tanh-GELU."""
+
+  def __init__(self, cfg: ArchConfig, *, dtype, rngs: nnx.Rngs):
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    self.activation = cfg.activation
+    self.gate_proj = _linear(d, f, cfg.mlp_bias, dtype, rngs)
+    self.up_proj = _linear(d, f, cfg.mlp_bias, dtype, rngs)
+    self.down_proj = _linear(f, d, cfg.mlp_bias, dtype, rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    gate = self.gate_proj(x)
+    act = jax.nn.silu(gate) if self.activation == "silu" else jax.nn.gelu(gate, approximate=True)
+    return self.down_proj(act * self.up_proj(x))
+
+
+class Attention(nnx.Module):
+  """Grouped-query self-attention over a key/value buffer, with optional q/k norms and soft-capping."""
+
+  def __init__(self, cfg: ArchConfig, *, dtype, rngs: nnx.Rngs):
+    d, hd = cfg.hidden_size, cfg.head_dim
+    self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
+    self.scale = cfg.scale
+    self.softcap = cfg.attn_logit_softcap
+    self.q_proj = _linear(d, cfg.num_heads * hd, cfg.qkv_bias, dtype, rngs)
+    self.k_proj = _linear(d, cfg.num_kv_heads * hd, cfg.qkv_bias, dtype, rngs)
+    self.v_proj = _linear(d, cfg.num_kv_heads * hd, cfg.qkv_bias, dtype, rngs)
+    self.o_proj = _linear(cfg.num_heads * hd, d, cfg.o_bias, dtype, rngs)
+    if cfg.qk_norm:
+      self.q_norm = RMSNorm(hd, eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=dtype)
+      self.k_norm = RMSNorm(hd, eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=dtype)
+    else:
+      self.q_norm = self.k_norm = None
+
+  def project_kv(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Keys (rotated) and values `[B, T, K, hd]` of new tokens."""
+    b, t, _ = x.shape
+    k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
+    if self.k_norm is not None:
+      k = self.k_norm(k)
+    return apply_rope(k, cos, sin), v
+
+  def __call__(
+    self,
+    x: jax.Array,  # [B, T, D]
+    cos: jax.Array,  # [B, T, hd]
+    sin: jax.Array,  # [B, T, hd]
+    keys: jax.Array,  # [B, S, K, hd], already holding this call's keys
+    values: jax.Array,  # [B, S, K, hd]
+    mask: jax.Array,  # [B, T, S] bool, True where a query may attend
+  ) -> jax.Array:
+    b, t, _ = x.shape
+    kv, group = self.num_kv_heads, self.num_heads // self.num_kv_heads
+    q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
+    if self.q_norm is not None:
+      q = self.q_norm(q)
+    q = apply_rope(q, cos, sin).reshape(b, t, kv, group, self.head_dim)
+    logits = jnp.einsum("btkgh,bskh->bkgts", q, keys, preferred_element_type=jnp.float32) * self.scale
+    if self.softcap is not None:
+      logits = jnp.tanh(logits / self.softcap) * self.softcap
+    logits = jnp.where(mask[:, None, None, :, :], logits, _MASKED)
+    probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+    out = jnp.einsum("bkgts,bskh->btkgh", probs, values)  # [B, T, K, G, hd]
+    return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))

@@ -1,0 +1,56 @@
+"""Turns an `ArchConfig` plus a source of HF-named tensors into a ready `CausalLM`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rmas_jax.models.arch import ArchConfig
+from rmas_jax.models.transformer import CausalLM
+from rmas_jax.weights.key_maps import load_tree
+
+DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
+
+
+def resolve_dtype(dtype) -> jnp.dtype:
+  """`float32`/`fp32`/`bfloat16`/`bf16` or a dtype to a jnp dtype."""
+  if isinstance(dtype, str):
+    if dtype not in DTYPES:
+      raise ValueError(f"unknown dtype {dtype!r}; expected one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+  return jnp.dtype(dtype)
+
+
+def abstract_model(cfg: ArchConfig, dtype=jnp.float32) -> CausalLM:
+  """The model with shape-only parameters: no memory is allocated (also for full-size shape checks)."""
+  return nnx.eval_shape(lambda: CausalLM(cfg, dtype=resolve_dtype(dtype), rngs=nnx.Rngs(0)))
+
+
+def build_model(
+  cfg: ArchConfig,
+  get: Callable[[str], np.ndarray],
+  keys: list[str],
+  *,
+  dtype="float32",
+  where: str,
+) -> CausalLM:
+  """Loads HF-named tensors into a `CausalLM`.
+
+  Args:
+    cfg: the architecture.
+    get: reads one tensor by HF name.
+    keys: all tensor names of the checkpoint.
+    dtype: parameter and activation dtype (`float32` or `bfloat16`).
+    where: the checkpoint's location, for error messages.
+  """
+  dtype = resolve_dtype(dtype)
+  graphdef, state = nnx.split(abstract_model(cfg, dtype))
+  pure = nnx.to_pure_dict(state)
+  loaded = load_tree(pure, get, keys, cfg.num_layers, np.dtype(dtype), where)
+  loaded = jax.tree.map(jnp.asarray, loaded)
+  nnx.replace_by_pure_dict(state, loaded)
+  return nnx.merge(graphdef, state)

@@ -1,0 +1,106 @@
+"""HF tensor names to the paths of our NNX state, and the layout changes between them.
+
+Our sub-modules carry HF's names, so the map is derived from the model's own state: a stacked layer leaf
+`layers/<module path>/<leaf>` is HF's `model.layers.<i>.<module path>.<weight|bias>`; `kernel` leaves are HF
+`Linear.weight` transposed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from rmas_jax.weights.errors import ModelLoadError
+
+# Keys a checkpoint may hold that the text decoder does not use.
+IGNORED_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
+
+
+def find_prefix(keys: Iterable[str]) -> str:
+  """The prefix in front of `embed_tokens.weight` (`model.`, `language_model.model.`, `model.language_model.`)."""
+  for key in keys:
+    if key.endswith("embed_tokens.weight"):
+      return key[: -len("embed_tokens.weight")]
+  raise ModelLoadError("checkpoint has no embed_tokens.weight tensor")
+
+
+def hf_name(path: tuple[str, ...], prefix: str, layer: int | None = None) -> str:
+  """HF tensor name of one leaf path of our state (for stacked leaves, of layer `layer`)."""
+  if path == ("lm_head",):  # `model.` and `model.language_model.` checkpoints keep the head at the top level
+    return "language_model.lm_head.weight" if prefix == "language_model.model." else "lm_head.weight"
+  if path == ("embed_tokens", "embedding"):
+    return prefix + "embed_tokens.weight"
+  leaf = "bias" if path[-1] == "bias" else "weight"
+  modules = ".".join(path[1:-1] if path[0] == "layers" else path[:-1])
+  if path[0] == "layers":
+    return f"{prefix}layers.{layer}.{modules}.{leaf}"
+  return f"{prefix}{modules}.{leaf}"
+
+
+def to_ours(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
+  """HF layout to ours: linear kernels are transposed to `[in, out]`."""
+  return array.T if path[-1] == "kernel" else array
+
+
+def load_tree(
+  abstract: dict,
+  get: Callable[[str], np.ndarray],
+  keys: list[str],
+  num_layers: int,
+  dtype,
+  where: str,
+) -> dict:
+  """Fills a nested dict of shape structs with checkpoint tensors.
+
+  Args:
+    abstract: our state as a pure nested dict of `jax.ShapeDtypeStruct`.
+    get: reads one HF-named tensor as a numpy array.
+    keys: every tensor name in the checkpoint.
+    num_layers: depth, for the stacked `layers` subtree.
+    dtype: dtype of the returned arrays.
+    where: the checkpoint, for error messages.
+
+  Returns:
+    The same structure holding numpy arrays.
+
+  Raises:
+    ModelLoadError: a tensor is missing, has the wrong shape, or the checkpoint holds tensors nothing uses.
+  """
+  prefix = find_prefix(keys)
+  available = set(keys)
+  used: set[str] = set()
+
+  def fetch(name: str, path: tuple[str, ...], shape: tuple[int, ...]) -> np.ndarray:
+    if name not in available:
+      raise ModelLoadError(f"{where}: missing tensor {name!r}")
+    used.add(name)
+    array = to_ours(path, np.asarray(get(name)))
+    if array.shape != shape:
+      raise ModelLoadError(f"{where}: tensor {name!r} has shape {array.shape[::-1] if path[-1] == 'kernel' else array.shape}, expected {shape[::-1] if path[-1] == 'kernel' else shape}")
+    return array.astype(dtype)
+
+  def fill(node, path):
+    if isinstance(node, dict):
+      return {k: fill(v, path + (k,)) for k, v in node.items()}
+    shape = tuple(node.shape)
+    if path[0] == "layers":
+      parts = [fetch(hf_name(path, prefix, i), path, shape[1:]) for i in range(num_layers)]
+      return np.stack(parts)
+    return fetch(hf_name(path, prefix), path, shape)
+
+  tree = fill(abstract, ())
+  unused = [
+    k
+    for k in available - used
+    if not k.startswith(IGNORED_PREFIXES) and not k.endswith(IGNORED_SUFFIXES) and not _is_tied_copy(k, tree)
+  ]
+  if unused:
+    raise ModelLoadError(f"{where}: {len(unused)} tensors this architecture does not use, e.g. {sorted(unused)[0]!r}")
+  return tree
+
+
+def _is_tied_copy(key: str, tree: dict) -> bool:
+  # Some tied checkpoints still store lm_head.weight (a copy of the embedding).
+  return key.endswith("lm_head.weight") and "lm_head" not in tree

@@ -1,0 +1,73 @@
+"""Tiny random HF transformers models, one per family, saved with `save_pretrained`: the independent reference."""
+
+from __future__ import annotations
+
+import numpy as np
+
+VOCAB = 128
+
+
+def tiny_configs():
+  """name -> (config class name, kwargs). Small, but every family switch is on and every window is hit."""
+  common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=256)
+  return {
+    "llama3": ("LlamaConfig", dict(common, rope_theta=500_000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
+               rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                                 original_max_position_embeddings=16))),
+    "llama_tied_bias": ("LlamaConfig", dict(common, rope_theta=10_000.0, tie_word_embeddings=True,
+                        attention_bias=True, mlp_bias=True)),
+    "qwen2": ("Qwen2Config", dict(common, rope_theta=1_000_000.0, tie_word_embeddings=False)),
+    "qwen3": ("Qwen3Config", dict(common, head_dim=24, rope_theta=1_000_000.0, tie_word_embeddings=True)),
+    "mistral": ("MistralConfig", dict(common, rope_theta=10_000.0, sliding_window=5, tie_word_embeddings=False)),
+    "gemma3": ("Gemma3TextConfig", dict(common, head_dim=16, sliding_window=5, query_pre_attn_scalar=24,
+               layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+               rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+                                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0}},
+               final_logit_softcapping=None, attn_logit_softcapping=None)),
+  }
+
+
+def make_hf_model(name: str, directory: str, seed: int = 0):
+  """Builds the tiny model `name` with perturbed weights (norms and biases too), saves it, returns it."""
+  import torch
+  import transformers
+
+  cls_name, kwargs = tiny_configs()[name]
+  config = getattr(transformers, cls_name)(**kwargs)
+  config._attn_implementation = "eager"
+  torch.manual_seed(seed)
+  model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+  with torch.no_grad():
+    for pname, p in model.named_parameters():
+      if "norm" in pname:
+        p.copy_(0.5 + 0.5 * torch.rand_like(p))
+      elif pname.endswith("bias"):
+        p.copy_(0.1 * torch.randn_like(p))
+      else:
+        p.copy_(0.08 * torch.randn_like(p))
+  model.save_pretrained(directory)
+  return model
+
+
+def left_padded_batch(seed: int = 0, lengths=(11, 7, 4)) -> tuple[np.ndarray, np.ndarray]:
+  """Random ids `[B, T]` left-padded to the longest length, and their mask."""
+  rng = np.random.default_rng(seed)
+  t = max(lengths)
+  ids = np.zeros((len(lengths), t), np.int64)
+  mask = np.zeros((len(lengths), t), np.int64)
+  for i, n in enumerate(lengths):
+    ids[i, t - n:] = rng.integers(3, VOCAB, n)
+    mask[i, t - n:] = 1
+  return ids, mask
+
+
+def hf_forward(model, ids: np.ndarray, mask: np.ndarray):
+  """HF logits and last hidden state, with positions counted over real tokens only."""
+  import torch
+
+  with torch.no_grad():
+    m = torch.tensor(mask)
+    pos = (m.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=torch.tensor(ids), attention_mask=m, position_ids=pos, output_hidden_states=True)
+  return out.logits.float().numpy(), out.hidden_states[-1].float().numpy()
