@@ -9,22 +9,51 @@ VOCAB = 128
 
 def tiny_configs():
   """name -> (config class name, kwargs). Small, but every family switch is on and every window is hit."""
-  common = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
-                num_key_value_heads=2, max_position_embeddings=256)
+  common = dict(
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+  )
   return {
-    "llama3": ("LlamaConfig", dict(common, rope_theta=500_000.0, rms_norm_eps=1e-5, tie_word_embeddings=False,
-               rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                                 original_max_position_embeddings=16))),
-    "llama_tied_bias": ("LlamaConfig", dict(common, rope_theta=10_000.0, tie_word_embeddings=True,
-                        attention_bias=True, mlp_bias=True)),
+    "llama3": (
+      "LlamaConfig",
+      dict(
+        common,
+        rope_theta=500_000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        rope_scaling=dict(
+          rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=16
+        ),
+      ),
+    ),
+    "llama_tied_bias": (
+      "LlamaConfig",
+      dict(common, rope_theta=10_000.0, tie_word_embeddings=True, attention_bias=True, mlp_bias=True),
+    ),
     "qwen2": ("Qwen2Config", dict(common, rope_theta=1_000_000.0, tie_word_embeddings=False)),
     "qwen3": ("Qwen3Config", dict(common, head_dim=24, rope_theta=1_000_000.0, tie_word_embeddings=True)),
     "mistral": ("MistralConfig", dict(common, rope_theta=10_000.0, sliding_window=5, tie_word_embeddings=False)),
-    "gemma3": ("Gemma3TextConfig", dict(common, head_dim=16, sliding_window=5, query_pre_attn_scalar=24,
-               layer_types=["sliding_attention", "full_attention", "sliding_attention"],
-               rope_parameters={"sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-                                "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0}},
-               final_logit_softcapping=None, attn_logit_softcapping=None)),
+    "gemma3": (
+      "Gemma3TextConfig",
+      dict(
+        common,
+        head_dim=16,
+        sliding_window=5,
+        query_pre_attn_scalar=24,
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        rope_parameters={
+          "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+          "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1_000_000.0},
+        },
+        final_logit_softcapping=None,
+        attn_logit_softcapping=None,
+      ),
+    ),
   }
 
 
@@ -57,8 +86,8 @@ def left_padded_batch(seed: int = 0, lengths=(11, 7, 4)) -> tuple[np.ndarray, np
   ids = np.zeros((len(lengths), t), np.int64)
   mask = np.zeros((len(lengths), t), np.int64)
   for i, n in enumerate(lengths):
-    ids[i, t - n:] = rng.integers(3, VOCAB, n)
-    mask[i, t - n:] = 1
+    ids[i, t - n :] = rng.integers(3, VOCAB, n)
+    mask[i, t - n :] = 1
   return ids, mask
 
 

@@ -3,8 +3,8 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from hf_reference import hf_forward, left_padded_batch, make_hf_model, tiny_configs
+
 from rmas_jax.weights.hf_checkpoint import load_hf_model
 
 torch = pytest.importorskip("torch")

@@ -92,9 +92,7 @@ class ArchConfig:
     if not self.layer_types:
       object.__setattr__(self, "layer_types", ("full_attention",) * self.num_layers)
     if len(self.layer_types) != self.num_layers:
-      raise ValueError(
-        f"layer_types has {len(self.layer_types)} entries, expected num_layers={self.num_layers}"
-      )
+      raise ValueError(f"layer_types has {len(self.layer_types)} entries, expected num_layers={self.num_layers}")
     bad = set(self.layer_types) - {"full_attention", "sliding_attention"}
     if bad:
       raise ValueError(f"unsupported layer_types {sorted(bad)}; expected full_attention or sliding_attention")

@@ -1,0 +1,81 @@
+"""One entry point for every way a model can be named: registry name, GGUF file, HF directory or HF hub id."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from typing import Any
+
+from rmas_jax.models.transformer import CausalLM
+from rmas_jax.weights import registry
+from rmas_jax.weights.build import build_model
+from rmas_jax.weights.errors import ModelLoadError
+from rmas_jax.weights.gguf_io import GGUFCheckpoint
+from rmas_jax.weights.hf_checkpoint import download_hub_model, load_hf_model
+from rmas_jax.weights.tokenizer import tokenizer_from_dir, tokenizer_from_gguf
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclasses.dataclass
+class Pretrained:
+  """A loaded model with what is needed to talk to it.
+
+  Attributes:
+    model: the decoder.
+    tokenizer: a transformers fast tokenizer (its `chat_template` set where one is known), or None.
+    spec: what the user asked for.
+    source: the file or directory the weights came from.
+  """
+
+  model: CausalLM
+  tokenizer: Any
+  spec: str
+  source: str
+
+
+def resolve(spec: str) -> tuple[str, str]:
+  """Classifies a model spec as `(kind, location)` with kind in registry, gguf, hf_dir, hub."""
+  if spec in registry.REGISTRY:
+    return "registry", spec
+  if os.path.isdir(spec):
+    return "hf_dir", spec
+  if spec.endswith(".gguf") or os.path.isfile(spec):
+    return "gguf", spec
+  if _HUB_ID.match(spec) and not os.path.exists(spec):
+    return "hub", spec
+  raise ModelLoadError(
+    f"unknown model {spec!r}: not a registry name ({', '.join(registry.REGISTRY)}), a GGUF file, "
+    "an HF checkpoint directory, or a hub id like org/name"
+  )
+
+
+def _load_gguf(path: str, spec: str, dtype, with_tokenizer: bool, cache_key: str | None) -> Pretrained:
+  ckpt = GGUFCheckpoint(path)
+  model = build_model(ckpt.arch, ckpt.get, ckpt.keys(), dtype=dtype, where=path)
+  tokenizer = tokenizer_from_gguf(ckpt.meta, path, cache_key) if with_tokenizer else None
+  return Pretrained(model=model, tokenizer=tokenizer, spec=spec, source=path)
+
+
+def load_pretrained(spec: str, *, dtype="float32", with_tokenizer: bool = True, progress: bool = True) -> Pretrained:
+  """Loads a model (and its tokenizer) from any supported spec.
+
+  Args:
+    spec: registry name, path to a `.gguf` file, HF checkpoint directory, or HF hub id.
+    dtype: `float32` or `bfloat16`.
+    with_tokenizer: also load the tokenizer (an error if the checkpoint has none).
+    progress: show download and verification progress on stderr.
+
+  Raises:
+    ModelLoadError: with a one-line message naming the spec, file or field at fault.
+  """
+  kind, location = resolve(spec)
+  if kind == "registry":
+    path = registry.fetch(location, progress=progress)
+    return _load_gguf(path, spec, dtype, with_tokenizer, registry.REGISTRY[location].sha256[:16])
+  if kind == "gguf":
+    return _load_gguf(location, spec, dtype, with_tokenizer, None)
+  directory = download_hub_model(location) if kind == "hub" else location
+  tokenizer = tokenizer_from_dir(directory) if with_tokenizer else None
+  return Pretrained(model=load_hf_model(directory, dtype=dtype), tokenizer=tokenizer, spec=spec, source=directory)
