@@ -78,9 +78,9 @@ def load_tree(
     used.add(name)
     array = to_ours(path, np.asarray(get(name)))
     if array.shape != shape:
-      raise ModelLoadError(
-        f"{where}: tensor {name!r} has shape {array.shape[::-1] if path[-1] == 'kernel' else array.shape}, expected {shape[::-1] if path[-1] == 'kernel' else shape}"
-      )
+      flip = path[-1] == "kernel"  # report shapes in the checkpoint's own layout
+      got, want = (array.shape[::-1], shape[::-1]) if flip else (array.shape, shape)
+      raise ModelLoadError(f"{where}: tensor {name!r} has shape {got}, expected {want}")
     return array.astype(dtype)
 
   def fill(node, path):

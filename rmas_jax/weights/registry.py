@@ -128,7 +128,8 @@ def _check_cached(entry: RegistryModel, path: str, progress: bool) -> None:
   size = os.path.getsize(path)
   if size != entry.size:
     raise ModelLoadError(
-      f"{path}: {size} bytes, expected {entry.size} for {entry.name} (truncated or wrong file); delete it to fetch again"
+      f"{path}: {size} bytes, expected {entry.size} for {entry.name} (truncated or wrong file); "
+      "delete it to fetch again"
     )
   try:
     with open(_marker(path)) as f:
@@ -139,7 +140,8 @@ def _check_cached(entry: RegistryModel, path: str, progress: bool) -> None:
   digest = _sha256(path, progress)
   if digest != entry.sha256:
     raise ModelLoadError(
-      f"{path}: sha256 {digest[:12]}… does not match {entry.name}'s pinned {entry.sha256[:12]}…; delete it to fetch again"
+      f"{path}: sha256 {digest[:12]}… does not match {entry.name}'s pinned {entry.sha256[:12]}…; "
+      "delete it to fetch again"
     )
   with open(_marker(path), "w") as f:
     json.dump({**_stamp(path), "sha256": entry.sha256}, f)
