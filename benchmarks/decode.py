@@ -1,0 +1,409 @@
+"""Decoder speed on the real small models, against the memory-bandwidth floor of the same machine.
+
+For each model this times, after a warm-up call that compiles:
+
+* prefill of a random prompt of `--prompt-len` tokens into a KV cache of `--cache-len` slots;
+* a decode step: one token in through `input_ids`, LM head on, greedy next token out;
+* a latent step: one vector in through `inputs_embeds`, no LM head, the final hidden state fed back.
+
+A batch-1 step reads every weight it uses once, so it cannot beat `bytes read / memory bandwidth`. The
+bandwidth is measured in the same run with a jit-compiled fp32 matrix-vector product over a ~1 GiB matrix, and
+each step is reported as a multiple of its floor. The decode floor counts the transformer blocks, the final
+norm and the LM-head matrix (the embedding table when tied; the one-row embedding lookup is left out); the
+latent floor counts only the blocks and the final norm. KV-cache reads are recorded but not in the floor.
+
+Results go to `benchmarks/results/decode-<platform>.json` (an existing file is replaced only with
+`--overwrite`; otherwise a timestamped name is used) and a markdown table goes to stdout.
+
+Usage:
+  python benchmarks/decode.py [--models smollm2-135m-instruct gemma3-270m ...] [--quick] [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import functools
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# Run as `python benchmarks/decode.py` from a checkout, the package is not on the path unless installed.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rmas_jax.models.kv_cache import KVCache  # noqa: E402
+from rmas_jax.weights.pretrained import load_pretrained  # noqa: E402
+
+DEFAULT_MODELS = ("smollm2-135m-instruct", "gemma3-270m", "qwen2.5-coder-0.5b-instruct")
+KNOWN_MODELS = DEFAULT_MODELS + ("qwen2.5-coder-1.5b-instruct",)
+RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+MiB = 1 << 20
+
+
+def log(message: str) -> None:
+  """Progress on stderr, so stdout carries only the table."""
+  print(f"[decode-bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def summary(seconds: list[float]) -> dict[str, Any]:
+  """Median, min and all samples of a list of durations, in milliseconds."""
+  ms = [s * 1e3 for s in seconds]
+  return {
+    "median_ms": statistics.median(ms),
+    "min_ms": min(ms),
+    "n": len(ms),
+    "samples_ms": [round(x, 4) for x in ms],
+  }
+
+
+# --- memory bandwidth ---------------------------------------------------------------------------------------
+
+
+@jax.jit
+def _matvec_rows(w, x):
+  # The LM head's access pattern: W [V, D] times a vector of length D.
+  return w @ x
+
+
+@jax.jit
+def _matvec_cols(x, w):
+  # The projections' access pattern: a vector times a kernel stored [in, out].
+  return x @ w
+
+
+def measure_bandwidth(gib: float, reps: int) -> dict[str, Any]:
+  """GB/s of an fp32 matrix-vector product over a ~`gib` GiB matrix, in both orientations.
+
+  The faster orientation is taken as the machine's bandwidth: a lower floor never flatters the model.
+  """
+  cols = 4096
+  rows = max(1, int(gib * (1 << 30)) // (4 * cols))
+  # Built on the device by a compiled function rather than transferred, and passed as an argument so that
+  # XLA cannot fold the product into a constant.
+  w = jax.jit(lambda: jnp.full((rows, cols), 0.5, jnp.float32) + jnp.arange(cols, dtype=jnp.float32) * 1e-6)()
+  x_rows = jnp.ones((cols,), jnp.float32)
+  x_cols = jnp.ones((rows,), jnp.float32)
+  nbytes = rows * cols * 4
+  result: dict[str, Any] = {"matrix_shape": [rows, cols], "matrix_bytes": nbytes}
+  for label, fn, args in (("w@x", _matvec_rows, (w, x_rows)), ("x@w", _matvec_cols, (x_cols, w))):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(reps):
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*args))
+      times.append(time.perf_counter() - start)
+    stats = summary(times)
+    stats["gb_per_s"] = nbytes / (stats["median_ms"] / 1e3) / 1e9
+    result[label] = stats
+  result["gb_per_s"] = max(result["w@x"]["gb_per_s"], result["x@w"]["gb_per_s"])
+  del w
+  return result
+
+
+# --- compiled steps -----------------------------------------------------------------------------------------
+# Weights enter as the `state` argument and the module is rebuilt inside, so they stay device buffers rather
+# than being baked into the executable as constants. The cache is donated and returned so that XLA writes the
+# new slots in place instead of copying the whole cache every step.
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "batch", "length", "dtype"))
+def _empty_cache(cfg, batch: int, length: int, dtype) -> KVCache:
+  return KVCache.init(cfg, batch, length, dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def prefill_step(graphdef, state, ids, cache):
+  model = nnx.merge(graphdef, state)
+  out = model(ids, cache=cache, return_logits=True)
+  return out.cache, out.logits[:, -1], out.hidden[:, -1:]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def decode_step(graphdef, state, token, cache):
+  model = nnx.merge(graphdef, state)
+  out = model(token, cache=cache, return_logits=True)
+  # Greedy choice inside the step, so each step's input is the previous step's output as in real decoding.
+  next_token = jnp.argmax(out.logits[:, -1], axis=-1).astype(jnp.int32)[:, None]
+  return out.cache, next_token
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def latent_step(graphdef, state, embeds, cache):
+  model = nnx.merge(graphdef, state)
+  out = model(inputs_embeds=embeds, cache=cache, return_logits=False)
+  return out.cache, out.hidden
+
+
+def _nbytes(tree) -> int:
+  return sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(tree))
+
+
+def weight_bytes(model) -> dict[str, int]:
+  """Bytes of the weight groups that a batch-1 step streams from memory."""
+  blocks = _nbytes(nnx.state(model.layers, nnx.Param))
+  final_norm = _nbytes(nnx.state(model.norm, nnx.Param))
+  embedding = _nbytes(nnx.state(model.embed_tokens, nnx.Param))
+  head = embedding if model.lm_head is None else _nbytes(model.lm_head[...])
+  return {
+    "all_params": _nbytes(nnx.state(model, nnx.Param)),
+    "blocks": blocks,
+    "final_norm": final_norm,
+    "embedding": embedding,
+    "lm_head": head,
+    "decode_step_read": blocks + final_norm + head,
+    "latent_step_read": blocks + final_norm,
+  }
+
+
+def _timed(fn, *args):
+  start = time.perf_counter()
+  out = jax.block_until_ready(fn(*args))
+  return out, time.perf_counter() - start
+
+
+def bench_model(name: str, args: argparse.Namespace, bandwidth_gbs: float) -> dict[str, Any]:
+  """Loads one model and times its prefill, decode and latent steps."""
+  log(f"{name}: loading weights ({args.dtype})")
+  start = time.perf_counter()
+  model = load_pretrained(name, dtype=args.dtype, with_tokenizer=False).model
+  load_s = time.perf_counter() - start
+  cfg, dtype = model.cfg, model.dtype
+  graphdef, state = nnx.split(model)
+  sizes = weight_bytes(model)
+  batch, prompt_len, cache_len = args.batch, args.prompt_len, args.cache_len
+  kv_bytes = 2 * cfg.num_layers * batch * cache_len * cfg.num_kv_heads * cfg.head_dim * jnp.dtype(dtype).itemsize
+
+  def fresh_cache():
+    return jax.block_until_ready(_empty_cache(cfg, batch, cache_len, dtype))
+
+  ids = jax.random.randint(jax.random.key(args.seed), (batch, prompt_len), 0, cfg.vocab_size, jnp.int32)
+
+  log(f"{name}: prefill T={prompt_len} (compile + {args.prefill_reps} runs)")
+  (cache, logits, hidden), prefill_first = _timed(prefill_step, graphdef, state, ids, fresh_cache())
+  times = []
+  for _ in range(args.prefill_reps):
+    cache = fresh_cache()
+    (cache, logits, hidden), seconds = _timed(prefill_step, graphdef, state, ids, cache)
+    times.append(seconds)
+  prefill = summary(times)
+  prefill["first_call_s"] = prefill_first
+  prefill["tokens_per_s"] = batch * prompt_len / (prefill["median_ms"] / 1e3)
+
+  log(f"{name}: decode step (compile + {args.steps} steps)")
+  token = jnp.argmax(logits, axis=-1).astype(jnp.int32)[:, None]
+  (cache, token), decode_first = _timed(decode_step, graphdef, state, token, cache)
+  times = []
+  for _ in range(args.steps):
+    (cache, token), seconds = _timed(decode_step, graphdef, state, token, cache)
+    times.append(seconds)
+  decode = summary(times)
+  decode["first_call_s"] = decode_first
+  decode["context_range"] = [prompt_len + 1, prompt_len + 1 + args.steps]
+  decode_ok = bool(jnp.all((token >= 0) & (token < cfg.vocab_size)))
+
+  log(f"{name}: latent step (compile + {args.steps} steps)")
+  # A fresh prefill so the latent steps see the same context lengths as the decode steps.
+  cache, _, embeds = prefill_step(graphdef, state, ids, fresh_cache())
+  (cache, embeds), latent_first = _timed(latent_step, graphdef, state, embeds, cache)
+  times = []
+  for _ in range(args.steps):
+    (cache, embeds), seconds = _timed(latent_step, graphdef, state, embeds, cache)
+    times.append(seconds)
+  latent = summary(times)
+  latent["first_call_s"] = latent_first
+  latent["context_range"] = decode["context_range"]
+  latent_ok = bool(jnp.all(jnp.isfinite(embeds)))
+
+  for stats, read in ((decode, sizes["decode_step_read"]), (latent, sizes["latent_step_read"])):
+    stats["floor_ms"] = read / (bandwidth_gbs * 1e9) * 1e3
+    stats["x_floor"] = stats["median_ms"] / stats["floor_ms"]
+    stats["tokens_per_s"] = batch / (stats["median_ms"] / 1e3)
+    stats["effective_gb_per_s"] = read / (stats["median_ms"] / 1e3) / 1e9
+
+  del model, state, cache
+  return {
+    "model": name,
+    "dtype": args.dtype,
+    "family": cfg.family,
+    "config": {
+      "hidden_size": cfg.hidden_size,
+      "intermediate_size": cfg.intermediate_size,
+      "num_layers": cfg.num_layers,
+      "num_heads": cfg.num_heads,
+      "num_kv_heads": cfg.num_kv_heads,
+      "head_dim": cfg.head_dim,
+      "vocab_size": cfg.vocab_size,
+      "tie_embeddings": cfg.tie_embeddings,
+    },
+    "num_params": cfg.num_params,
+    "bytes": sizes,
+    "kv_cache_bytes": kv_bytes,
+    "load_s": load_s,
+    "prefill": prefill,
+    "decode": decode,
+    "latent": latent,
+    "sanity": {"decode_tokens_in_vocab": decode_ok, "latent_hidden_finite": latent_ok},
+  }
+
+
+# --- reporting ----------------------------------------------------------------------------------------------
+
+
+def _git_revision() -> str | None:
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  try:
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)
+  except (OSError, subprocess.CalledProcessError):
+    return None
+  return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def environment() -> dict[str, Any]:
+  import flax
+  import jaxlib
+
+  device = jax.devices()[0]
+  return {
+    "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    "command": shlex.join([os.path.basename(sys.executable)] + sys.argv),
+    "platform": device.platform,
+    "device_kind": device.device_kind,
+    "device_count": jax.device_count(),
+    "jax": jax.__version__,
+    "jaxlib": jaxlib.__version__,
+    "flax": flax.__version__,
+    "python": platform.python_version(),
+    "cpu_count": os.cpu_count(),
+    "machine": platform.machine(),
+    "git": _git_revision(),
+    "env": {k: os.environ[k] for k in ("XLA_FLAGS", "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES") if k in os.environ},
+  }
+
+
+def markdown(result: dict[str, Any]) -> str:
+  env, bw = result["environment"], result["bandwidth"]
+  s = result["settings"]
+  lines = [
+    f"Device: {env['device_kind']} ({env['platform']}, {env['cpu_count']} CPUs), jax {env['jax']}, "
+    f"{env['date'][:10]}. Measured bandwidth {bw['gb_per_s']:.1f} GB/s (fp32 mat-vec, "
+    f"{bw['matrix_bytes'] / (1 << 30):.1f} GiB). Batch {s['batch']}, prompt {s['prompt_len']} random tokens, "
+    f"cache {s['cache_len']} slots; medians of {s['steps']} steps / {s['prefill_reps']} prefills.",
+    "",
+    "| model | dtype | weights MB | prefill ms (tok/s) | decode ms | decode floor ms | x floor | decode tok/s "
+    "| latent ms | latent floor ms | x floor | compile s (prefill/decode/latent) |",
+    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+  ]
+  for m in result["models"]:
+    p, d, lt = m["prefill"], m["decode"], m["latent"]
+    lines.append(
+      f"| {m['model']} | {m['dtype']} | {m['bytes']['all_params'] / MiB:.0f} "
+      f"| {p['median_ms']:.1f} ({p['tokens_per_s']:.0f}) "
+      f"| {d['median_ms']:.2f} | {d['floor_ms']:.2f} | {d['x_floor']:.2f} | {d['tokens_per_s']:.1f} "
+      f"| {lt['median_ms']:.2f} | {lt['floor_ms']:.2f} | {lt['x_floor']:.2f} "
+      f"| {p['first_call_s']:.1f} / {d['first_call_s']:.1f} / {lt['first_call_s']:.1f} |"
+    )
+  return "\n".join(lines)
+
+
+def output_path(platform_name: str, overwrite: bool) -> tuple[str, bool]:
+  """Where to write, and whether that is a fallback name because the default one exists."""
+  default = os.path.join(RESULTS_DIR, f"decode-{platform_name}.json")
+  if overwrite or not os.path.exists(default):
+    return default, False
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  return os.path.join(RESULTS_DIR, f"decode-{platform_name}-{stamp}.json"), True
+
+
+def write_atomic(path: str, payload: dict[str, Any]) -> None:
+  """Writes JSON through a temporary file in the same directory, so a reader never sees half a file."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fd, tmp = tempfile.mkstemp(prefix=".decode-", suffix=".json.tmp", dir=os.path.dirname(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(payload, f, indent=2)
+      f.write("\n")
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+  parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help=f"known: {', '.join(KNOWN_MODELS)}")
+  parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  parser.add_argument("--batch", type=int, default=1)
+  parser.add_argument("--prompt-len", type=int, default=128)
+  parser.add_argument("--cache-len", type=int, default=512)
+  parser.add_argument("--steps", type=int, default=30, help="timed decode and latent steps")
+  parser.add_argument("--prefill-reps", type=int, default=5)
+  parser.add_argument("--bandwidth-reps", type=int, default=10)
+  parser.add_argument("--bandwidth-gib", type=float, default=1.0, help="size of the mat-vec matrix")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--quick", action="store_true", help="fewer repetitions (10 steps, 2 prefills, 4 mat-vecs)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing decode-<platform>.json")
+  args = parser.parse_args(argv)
+  if args.quick:
+    args.steps, args.prefill_reps, args.bandwidth_reps = min(args.steps, 10), min(args.prefill_reps, 2), 4
+  # The warm-up steps write slots too: one per phase on top of the prompt and the timed steps.
+  needed = args.prompt_len + args.steps + 1
+  if needed > args.cache_len:
+    parser.error(f"--cache-len {args.cache_len} is too short for prompt + steps + warm-up ({needed} slots)")
+  return args
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = parse_args(argv)
+  env = environment()
+  log(f"device {env['device_kind']} ({env['platform']}), jax {env['jax']}, models: {', '.join(args.models)}")
+  log(f"bandwidth: fp32 mat-vec over {args.bandwidth_gib} GiB, {args.bandwidth_reps} runs per orientation")
+  bandwidth = measure_bandwidth(args.bandwidth_gib, args.bandwidth_reps)
+  log(f"bandwidth: {bandwidth['gb_per_s']:.1f} GB/s")
+
+  models = []
+  for name in args.models:
+    models.append(bench_model(name, args, bandwidth["gb_per_s"]))
+    d, lt = models[-1]["decode"], models[-1]["latent"]
+    log(
+      f"{name}: decode {d['median_ms']:.2f} ms ({d['x_floor']:.2f}x floor), "
+      f"latent {lt['median_ms']:.2f} ms ({lt['x_floor']:.2f}x floor)"
+    )
+
+  result = {
+    "benchmark": "decode",
+    "environment": env,
+    "settings": {
+      k: getattr(args, k)
+      for k in ("dtype", "batch", "prompt_len", "cache_len", "steps", "prefill_reps", "bandwidth_reps", "quick")
+    },
+    "bandwidth": bandwidth,
+    "floors": "decode: (blocks + final norm + LM-head matrix) bytes / bandwidth; latent: (blocks + final norm) "
+    "bytes / bandwidth; KV-cache reads not included",
+    "models": models,
+  }
+  path, fallback = output_path(env["platform"], args.overwrite)
+  write_atomic(path, result)
+  print(markdown(result))
+  rel = os.path.relpath(path)
+  if fallback:
+    log(f"decode-{env['platform']}.json exists (pass --overwrite to replace it); wrote {rel} instead")
+  else:
+    log(f"wrote {rel}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
