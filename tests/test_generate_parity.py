@@ -23,7 +23,10 @@ def pair(request, tmp_path_factory):
 def hf_greedy(hf, ids, mask):
   with torch.no_grad():
     out = hf.generate(
-      input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask), max_new_tokens=NEW, do_sample=False,
+      input_ids=torch.tensor(ids),
+      attention_mask=torch.tensor(mask),
+      max_new_tokens=NEW,
+      do_sample=False,
       min_new_tokens=NEW,
     )
   return out[:, ids.shape[1] :].numpy()

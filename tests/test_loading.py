@@ -25,9 +25,19 @@ LLAMA3_SCALING = dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, or
 
 
 def test_llama_old_and_v5_config_shapes_agree():
-  old = dict(model_type="llama", vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-             num_attention_heads=4, num_key_value_heads=2, rope_theta=500_000.0, max_position_embeddings=131072,
-             rope_scaling=dict(rope_type="llama3", **LLAMA3_SCALING), tie_word_embeddings=True)
+  old = dict(
+    model_type="llama",
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    rope_theta=500_000.0,
+    max_position_embeddings=131072,
+    rope_scaling=dict(rope_type="llama3", **LLAMA3_SCALING),
+    tie_word_embeddings=True,
+  )
   v5 = transformers.LlamaConfig(**old).to_dict()
   assert "rope_parameters" in v5 and v5.get("rope_theta") is None
   a, b = arch_from_hf(old), arch_from_hf(v5)
@@ -36,10 +46,23 @@ def test_llama_old_and_v5_config_shapes_agree():
 
 
 def test_gemma3_old_and_v5_config_shapes_agree():
-  old = dict(model_type="gemma3_text", vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=7,
-             num_attention_heads=4, num_key_value_heads=1, head_dim=16, rope_theta=1_000_000.0,
-             rope_local_base_freq=10_000.0, rope_scaling=dict(rope_type="linear", factor=8.0), sliding_window=512,
-             sliding_window_pattern=6, query_pre_attn_scalar=16, max_position_embeddings=32768)
+  old = dict(
+    model_type="gemma3_text",
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=7,
+    num_attention_heads=4,
+    num_key_value_heads=1,
+    head_dim=16,
+    rope_theta=1_000_000.0,
+    rope_local_base_freq=10_000.0,
+    rope_scaling=dict(rope_type="linear", factor=8.0),
+    sliding_window=512,
+    sliding_window_pattern=6,
+    query_pre_attn_scalar=16,
+    max_position_embeddings=32768,
+  )
   v5 = transformers.Gemma3TextConfig(**old).to_dict()
   a, b = arch_from_hf(old), arch_from_hf(v5)
   assert a == b

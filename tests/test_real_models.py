@@ -75,8 +75,19 @@ def test_cli_generate_prints_transformers_text():
   with torch.no_grad():
     new = hf.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :]
   expected = tok.decode(new, skip_special_tokens=True)
-  cmd = [sys.executable, "-m", "rmas_jax", "generate", "--model", "smollm2-135m-instruct", "--prompt", PROMPT,
-         "--max-new-tokens", "8", "--greedy"]
+  cmd = [
+    sys.executable,
+    "-m",
+    "rmas_jax",
+    "generate",
+    "--model",
+    "smollm2-135m-instruct",
+    "--prompt",
+    PROMPT,
+    "--max-new-tokens",
+    "8",
+    "--greedy",
+  ]
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr
   assert result.stdout == expected + "\n"

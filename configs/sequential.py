@@ -1,0 +1,36 @@
+"""Sequential style: planner -> critic -> solver, the solver's thoughts looping back to the planner.
+
+`--config configs/sequential.py` runs the real small agents shipped on PyPI (CPU-sized);
+`--config configs/sequential.py:light` names the paper's Table 1 light system by HF hub id.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from base import base_config  # noqa: E402
+
+PRESETS = {
+  "default": [
+    ("planner", "smollm2-135m-instruct"),
+    ("critic", "gemma3-270m"),
+    ("solver", "qwen2.5-coder-0.5b-instruct"),
+  ],
+  "light": [
+    ("planner", "Qwen/Qwen3-1.7B"),
+    ("critic", "meta-llama/Llama-3.2-1B-Instruct"),
+    ("solver", "Qwen/Qwen2.5-Math-1.5B-Instruct"),
+  ],
+}
+
+
+def get_config(preset: str | None = None):
+  preset = preset or "default"
+  if preset not in PRESETS:
+    raise ValueError(f"configs/sequential.py: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+  c = base_config()
+  c.style = "sequential"
+  c.preset = preset
+  c.agents = [{"role": role, "model": model} for role, model in PRESETS[preset]]
+  return c
