@@ -83,37 +83,56 @@ def _matvec_cols(x, w):
   return x @ w
 
 
-def measure_bandwidth(gib: float, reps: int) -> dict[str, Any]:
-  """GB/s of fp32 matrix-vector products over a ~`gib` GiB matrix, in a few shapes and both orientations.
+class Bandwidth:
+  """Memory bandwidth from fp32 matrix-vector products over a ~1 GiB matrix.
 
-  The fastest variant is taken as the machine's bandwidth: CPU gemv kernels reach it only for some shapes and
-  orientations, and a higher bandwidth gives a lower floor, which never flatters the model.
+  A survey over a few shapes and both orientations picks the fastest variant (CPU gemv kernels reach the
+  bandwidth only for some shapes, and a higher bandwidth gives a lower floor, which never flatters the model).
+  That variant's matrix is kept so `probe` can re-measure next to each model: on a shared machine the bandwidth
+  drifts by up to 2x between minutes, and a floor is only meaningful against the bandwidth of the same moment.
   """
-  total = max(1, int(gib * (1 << 30)) // 4)
-  result: dict[str, Any] = {"matrix_bytes": total * 4, "variants": []}
-  for cols in (4096, 16384, 65536):
-    rows = max(1, total // cols)
-    # Built on the device by a compiled function rather than transferred, and passed as an argument so that
-    # XLA cannot fold the product into a constant.
-    w = jax.jit(lambda r=rows, c=cols: jnp.full((r, c), 0.5, jnp.float32))()
-    for label, fn, args in (
-      ("w@x", _matvec_rows, (w, jnp.ones((cols,), jnp.float32))),
-      ("x@w", _matvec_cols, (jnp.ones((rows,), jnp.float32), w)),
-    ):
-      jax.block_until_ready(fn(*args))
-      times = []
-      for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-      stats = {"op": label, "shape": [rows, cols], **summary(times)}
-      stats["gb_per_s"] = rows * cols * 4 / (stats["median_ms"] / 1e3) / 1e9
-      result["variants"].append(stats)
-    del w, args
-  best = max(result["variants"], key=lambda v: v["gb_per_s"])
-  result["gb_per_s"] = best["gb_per_s"]
-  result["best"] = f"{best['op']} {best['shape'][0]}x{best['shape'][1]}"
-  return result
+
+  def __init__(self, gib: float, reps: int):
+    self.reps = reps
+    self.total = max(1, int(gib * (1 << 30)) // 4)
+    self.survey: list[dict[str, Any]] = []
+    best = None
+    for cols in (4096, 16384, 65536):
+      rows = max(1, self.total // cols)
+      # Built on the device by a compiled function rather than transferred, and passed as an argument so that
+      # XLA cannot fold the product into a constant.
+      w = jax.jit(lambda r=rows, c=cols: jnp.full((r, c), 0.5, jnp.float32))()
+      for label, fn, fn_args in (
+        ("w@x", _matvec_rows, (w, jnp.ones((cols,), jnp.float32))),
+        ("x@w", _matvec_cols, (jnp.ones((rows,), jnp.float32), w)),
+      ):
+        stats = {"op": label, "shape": [rows, cols], **self._measure(fn, fn_args, reps)}
+        self.survey.append(stats)
+        if best is None or stats["gb_per_s"] > best[0]["gb_per_s"]:
+          best = (stats, fn, fn_args)
+      del w, fn_args
+    self.best, self._fn, self._args = best
+    self.label = f"{self.best['op']} {self.best['shape'][0]}x{self.best['shape'][1]}"
+
+  @staticmethod
+  def _measure(fn, fn_args, reps: int) -> dict[str, Any]:
+    jax.block_until_ready(fn(*fn_args))
+    times = []
+    for _ in range(reps):
+      start = time.perf_counter()
+      jax.block_until_ready(fn(*fn_args))
+      times.append(time.perf_counter() - start)
+    stats = summary(times)
+    stats["gb_per_s"] = _nbytes(fn_args) / (stats["median_ms"] / 1e3) / 1e9
+    return stats
+
+  def probe(self) -> float:
+    """GB/s of the surveyed best variant, measured now."""
+    return self._measure(self._fn, self._args, self.reps)["gb_per_s"]
+
+  def summary(self) -> dict[str, Any]:
+    return {"matrix_bytes": self.total * 4, "gb_per_s": self.best["gb_per_s"], "best": self.label,
+            "variants": self.survey}
 
 
 # --- compiled steps -----------------------------------------------------------------------------------------
@@ -129,9 +148,18 @@ def _empty_cache(cfg, batch: int, length: int, dtype) -> KVCache:
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
 def prefill_step(graphdef, state, ids, cache):
+  # Like the sampler's prefill: logits of every position, then the last one.
   model = nnx.merge(graphdef, state)
   out = model(ids, cache=cache, return_logits=True)
   return out.cache, out.logits[:, -1], out.hidden[:, -1:]
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))
+def prefill_last_step(graphdef, state, ids, cache):
+  # What prefill costs when the LM head runs on the last position only, the only one generation needs.
+  model = nnx.merge(graphdef, state)
+  out = model(ids, cache=cache, return_logits=False)
+  return out.cache, model.logits(out.hidden[:, -1:])[:, 0], out.hidden[:, -1:]
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("cache",))

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from hf_reference import left_padded_batch, make_hf_model, tiny_configs
 from rmas_jax.generation.sampler import SamplingConfig, bucket, choose_tokens, generate
 from rmas_jax.weights.hf_checkpoint import load_hf_model
+from tiny_models import left_padded_batch, make_hf_model, tiny_configs
 
 torch = pytest.importorskip("torch")
 NEW = 12

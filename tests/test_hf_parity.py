@@ -3,9 +3,9 @@
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hf_reference import hf_forward, left_padded_batch, make_hf_model, tiny_configs
 
 from rmas_jax.weights.hf_checkpoint import load_hf_model
+from tiny_models import hf_forward, left_padded_batch, make_hf_model, tiny_configs
 
 torch = pytest.importorskip("torch")
 FAMILIES = list(tiny_configs())

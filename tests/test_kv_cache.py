@@ -4,32 +4,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import transformers
-from flax import nnx
 
-from hf_reference import left_padded_batch, tiny_configs
 from rmas_jax.models.kv_cache import KVCache
-from rmas_jax.models.transformer import CausalLM
-from rmas_jax.weights.hf_config import arch_from_hf
+from tiny_models import jitted, left_padded_batch, random_model, tiny_configs
 
 FAMILIES = list(tiny_configs())
 
 
-def random_model(name: str) -> CausalLM:
-  cls_name, kwargs = tiny_configs()[name]
-  cfg = arch_from_hf(getattr(transformers, cls_name)(**kwargs).to_dict())
-  model = CausalLM(cfg, rngs=nnx.Rngs(0))
-  # Perturb every weight (norms included) so no switch hides behind an all-ones or all-zeros init.
-  graphdef, state = nnx.split(model)
-  leaves, treedef = jax.tree.flatten(state)
-  keys = jax.random.split(jax.random.key(1), len(leaves))
-  leaves = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)]
-  return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def model(request):
-  return random_model(request.param)
+  m = random_model(request.param)
+  call = jitted(m)
+  call.cfg, call.embed = m.cfg, m.embed
+  return call
 
 
 def test_cached_token_steps_equal_full_forward(model):

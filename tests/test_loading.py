@@ -12,7 +12,6 @@ import safetensors.numpy
 import transformers
 from flax import nnx
 
-from test_kv_cache import random_model
 from rmas_jax.models.arch import RopeSpec
 from rmas_jax.weights import registry
 from rmas_jax.weights.errors import ModelLoadError
@@ -20,6 +19,7 @@ from rmas_jax.weights.hf_checkpoint import load_hf_model
 from rmas_jax.weights.hf_config import arch_from_hf
 from rmas_jax.weights.key_maps import hf_name
 from rmas_jax.weights.pretrained import load_pretrained
+from tiny_models import random_model, tiny_configs
 
 LLAMA3_SCALING = dict(factor=32.0, low_freq_factor=1.0, high_freq_factor=4.0, original_max_position_embeddings=8192)
 
@@ -101,8 +101,6 @@ def write_checkpoint(model, config: dict, directory: str, shards: int = 1) -> di
 @pytest.mark.parametrize("name", ["llama_tied_bias", "qwen2", "gemma3"])
 @pytest.mark.parametrize("shards", [1, 3])
 def test_weight_round_trip(tmp_path, name, shards):
-  from hf_reference import tiny_configs
-
   cls_name, kwargs = tiny_configs()[name]
   config = getattr(transformers, cls_name)(**kwargs).to_dict()
   model = random_model(name)
@@ -114,8 +112,6 @@ def test_weight_round_trip(tmp_path, name, shards):
 
 @pytest.fixture
 def tiny_dir(tmp_path):
-  from hf_reference import tiny_configs
-
   cls_name, kwargs = tiny_configs()["qwen2"]
   config = getattr(transformers, cls_name)(**kwargs).to_dict()
   tensors = write_checkpoint(random_model("qwen2"), config, str(tmp_path))

@@ -1,8 +1,15 @@
-"""Tiny random HF transformers models, one per family, saved with `save_pretrained`: the independent reference."""
+"""Tiny models, one per family: HF transformers ones saved with `save_pretrained` (the independent reference),
+and ours with random weights."""
 
 from __future__ import annotations
 
+import jax
 import numpy as np
+import transformers
+from flax import nnx
+
+from rmas_jax.models.transformer import CausalLM
+from rmas_jax.weights.hf_config import arch_from_hf
 
 VOCAB = 128
 
@@ -100,3 +107,30 @@ def hf_forward(model, ids: np.ndarray, mask: np.ndarray):
     pos = (m.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=torch.tensor(ids), attention_mask=m, position_ids=pos, output_hidden_states=True)
   return out.logits.float().numpy(), out.hidden_states[-1].float().numpy()
+
+
+def random_model(name: str) -> CausalLM:
+  cls_name, kwargs = tiny_configs()[name]
+  cfg = arch_from_hf(getattr(transformers, cls_name)(**kwargs).to_dict())
+  model = CausalLM(cfg, rngs=nnx.Rngs(0))
+  # Perturb every weight (norms included) so no switch hides behind an all-ones or all-zeros init.
+  graphdef, state = nnx.split(model)
+  leaves, treedef = jax.tree.flatten(state)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  leaves = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)]
+  return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+
+
+def jitted(model: CausalLM):
+  """`model(...)` with the same keyword signature, compiled once per input structure (tests run faster)."""
+  import functools
+
+  graphdef, state = nnx.split(model)
+
+  @functools.partial(jax.jit, static_argnames=("return_logits",))
+  def call(state, input_ids=None, inputs_embeds=None, attention_mask=None, cache=None, return_logits=True):
+    return nnx.merge(graphdef, state)(
+      input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask, cache=cache, return_logits=return_logits
+    )
+
+  return lambda input_ids=None, **kw: call(state, input_ids, **kw)
