@@ -131,8 +131,12 @@ class Bandwidth:
     return self._measure(self._fn, self._args, self.reps)["gb_per_s"]
 
   def summary(self) -> dict[str, Any]:
-    return {"matrix_bytes": self.total * 4, "gb_per_s": self.best["gb_per_s"], "best": self.label,
-            "variants": self.survey}
+    return {
+      "matrix_bytes": self.total * 4,
+      "gb_per_s": self.best["gb_per_s"],
+      "best": self.label,
+      "variants": self.survey,
+    }
 
 
 # --- compiled steps -----------------------------------------------------------------------------------------
@@ -205,7 +209,7 @@ def _timed(fn, *args):
   return out, time.perf_counter() - start
 
 
-def bench_model(name: str, args: argparse.Namespace, bandwidth_gbs: float) -> dict[str, Any]:
+def bench_model(name: str, args: argparse.Namespace, bandwidth: Bandwidth) -> dict[str, Any]:
   """Loads one model and times its prefill, decode and latent steps."""
   log(f"{name}: loading weights ({args.dtype})")
   start = time.perf_counter()
@@ -222,49 +226,61 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth_gbs: float) -> di
 
   ids = jax.random.randint(jax.random.key(args.seed), (batch, prompt_len), 0, cfg.vocab_size, jnp.int32)
 
-  log(f"{name}: prefill T={prompt_len} (compile + {args.prefill_reps} runs)")
-  (cache, logits, hidden), prefill_first = _timed(prefill_step, graphdef, state, ids, fresh_cache())
-  times = []
-  for _ in range(args.prefill_reps):
-    cache = fresh_cache()
-    (cache, logits, hidden), seconds = _timed(prefill_step, graphdef, state, ids, cache)
-    times.append(seconds)
-  prefill = summary(times)
-  prefill["first_call_s"] = prefill_first
-  prefill["tokens_per_s"] = batch * prompt_len / (prefill["median_ms"] / 1e3)
+  def time_prefill(fn, label):
+    log(f"{name}: {label} T={prompt_len} (compile + {args.prefill_reps} runs)")
+    _, first = _timed(fn, graphdef, state, ids, fresh_cache())
+    times = []
+    for _ in range(args.prefill_reps):
+      out, seconds = _timed(fn, graphdef, state, ids, fresh_cache())
+      times.append(seconds)
+    stats = summary(times)
+    stats["first_call_s"] = first
+    stats["tokens_per_s"] = batch * prompt_len / (stats["median_ms"] / 1e3)
+    return stats, out
 
-  log(f"{name}: decode step (compile + {args.steps} steps)")
+  def time_steps(fn, x, cache, label):
+    log(f"{name}: {label} step (compile + {args.steps} steps)")
+    (cache, x), first = _timed(fn, graphdef, state, x, cache)
+    times = []
+    for _ in range(args.steps):
+      (cache, x), seconds = _timed(fn, graphdef, state, x, cache)
+      times.append(seconds)
+    stats = summary(times)
+    stats["first_call_s"] = first
+    stats["context_range"] = [prompt_len + 1, prompt_len + 1 + args.steps]
+    # The same number of steps dispatched back to back and waited for once: host overhead then overlaps the
+    # device work, as in a compiled generation loop. Matters on accelerators, where a step is sub-millisecond.
+    start = time.perf_counter()
+    for _ in range(args.steps):
+      cache, x = fn(graphdef, state, x, cache)
+    jax.block_until_ready(x)
+    stats["pipelined_mean_ms"] = (time.perf_counter() - start) / args.steps * 1e3
+    return stats, x
+
+  prefill_last, _ = time_prefill(prefill_last_step, "prefill, LM head on the last position")
+  prefill, (cache, logits, embeds) = time_prefill(prefill_step, "prefill, LM head on all positions")
+  bw_before = bandwidth.probe()
   token = jnp.argmax(logits, axis=-1).astype(jnp.int32)[:, None]
-  (cache, token), decode_first = _timed(decode_step, graphdef, state, token, cache)
-  times = []
-  for _ in range(args.steps):
-    (cache, token), seconds = _timed(decode_step, graphdef, state, token, cache)
-    times.append(seconds)
-  decode = summary(times)
-  decode["first_call_s"] = decode_first
-  decode["context_range"] = [prompt_len + 1, prompt_len + 1 + args.steps]
-  decode_ok = bool(jnp.all((token >= 0) & (token < cfg.vocab_size)))
-
-  log(f"{name}: latent step (compile + {args.steps} steps)")
+  decode, token = time_steps(decode_step, token, cache, "decode")
   # A fresh prefill so the latent steps see the same context lengths as the decode steps.
-  cache, _, embeds = prefill_step(graphdef, state, ids, fresh_cache())
-  (cache, embeds), latent_first = _timed(latent_step, graphdef, state, embeds, cache)
-  times = []
-  for _ in range(args.steps):
-    (cache, embeds), seconds = _timed(latent_step, graphdef, state, embeds, cache)
-    times.append(seconds)
-  latent = summary(times)
-  latent["first_call_s"] = latent_first
-  latent["context_range"] = decode["context_range"]
-  latent_ok = bool(jnp.all(jnp.isfinite(embeds)))
+  cache, _, _ = prefill_step(graphdef, state, ids, fresh_cache())
+  latent, embeds = time_steps(latent_step, embeds, cache, "latent")
+  bw_after = bandwidth.probe()
+  bw_gbs = (bw_before + bw_after) / 2
+  log(f"{name}: bandwidth {bw_before:.1f} GB/s before the steps, {bw_after:.1f} after")
+  if abs(bw_before - bw_after) > 0.15 * bw_gbs:
+    log(f"{name}: warning: the bandwidth drifted during the measurement; the floor ratios are approximate")
 
   for stats, read in ((decode, sizes["decode_step_read"]), (latent, sizes["latent_step_read"])):
-    stats["floor_ms"] = read / (bandwidth_gbs * 1e9) * 1e3
+    stats["floor_ms"] = read / (bw_gbs * 1e9) * 1e3
     stats["x_floor"] = stats["median_ms"] / stats["floor_ms"]
     stats["tokens_per_s"] = batch / (stats["median_ms"] / 1e3)
     stats["effective_gb_per_s"] = read / (stats["median_ms"] / 1e3) / 1e9
+  sanity = {
+    "decode_tokens_in_vocab": bool(jnp.all((token >= 0) & (token < cfg.vocab_size))),
+    "latent_hidden_finite": bool(jnp.all(jnp.isfinite(embeds))),
+  }
 
-  del model, state, cache
   return {
     "model": name,
     "dtype": args.dtype,
@@ -283,10 +299,12 @@ def bench_model(name: str, args: argparse.Namespace, bandwidth_gbs: float) -> di
     "bytes": sizes,
     "kv_cache_bytes": kv_bytes,
     "load_s": load_s,
+    "bandwidth_gb_per_s": {"before": bw_before, "after": bw_after, "used": bw_gbs},
     "prefill": prefill,
+    "prefill_last_position_head": prefill_last,
     "decode": decode,
     "latent": latent,
-    "sanity": {"decode_tokens_in_vocab": decode_ok, "latent_hidden_finite": latent_ok},
+    "sanity": sanity,
   }
 
 
@@ -326,28 +344,36 @@ def environment() -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-  env, bw = result["environment"], result["bandwidth"]
-  s = result["settings"]
+  env, bw, s = result["environment"], result["bandwidth"], result["settings"]
   lines = [
     f"Device: {env['device_kind']} ({env['platform']}, {env['cpu_count']} CPUs), jax {env['jax']}, "
-    f"{env['date'][:10]}. Measured bandwidth {bw['gb_per_s']:.1f} GB/s (best fp32 mat-vec over "
-    f"{bw['matrix_bytes'] / (1 << 30):.1f} GiB: {bw['best']}). Batch {s['batch']}, "
-    f"prompt {s['prompt_len']} random tokens, cache {s['cache_len']} slots; "
-    f"medians of {s['steps']} steps / {s['prefill_reps']} prefills.",
+    f"{env['date'][:10]}, {s['dtype']}. Bandwidth: best fp32 mat-vec over {bw['matrix_bytes'] / (1 << 30):.1f} GiB "
+    f"({bw['best']}), re-measured around each model's steps. Batch {s['batch']}, prompt {s['prompt_len']} random "
+    f"tokens, cache {s['cache_len']} slots; medians of {s['steps']} steps / {s['prefill_reps']} prefills.",
     "",
-    "| model | dtype | weights MB | prefill ms (tok/s) | decode ms | decode floor ms | x floor | decode tok/s "
-    "| latent ms | latent floor ms | x floor | compile s (prefill/decode/latent) |",
-    "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    "| model | weights MB | GB/s | prefill ms (tok/s) | prefill, last-pos head ms | decode ms | floor ms "
+    "| x floor | tok/s | latent ms | floor ms | x floor | latent steps/s |",
+    "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
   ]
   for m in result["models"]:
-    p, d, lt = m["prefill"], m["decode"], m["latent"]
+    p, pl, d, lt = m["prefill"], m["prefill_last_position_head"], m["decode"], m["latent"]
     lines.append(
-      f"| {m['model']} | {m['dtype']} | {m['bytes']['all_params'] / MiB:.0f} "
-      f"| {p['median_ms']:.1f} ({p['tokens_per_s']:.0f}) "
-      f"| {d['median_ms']:.2f} | {d['floor_ms']:.2f} | {d['x_floor']:.2f} | {d['tokens_per_s']:.1f} "
-      f"| {lt['median_ms']:.2f} | {lt['floor_ms']:.2f} | {lt['x_floor']:.2f} "
-      f"| {p['first_call_s']:.1f} / {d['first_call_s']:.1f} / {lt['first_call_s']:.1f} |"
+      f"| {m['model']} | {m['bytes']['all_params'] / MiB:.0f} | {m['bandwidth_gb_per_s']['used']:.1f} "
+      f"| {p['median_ms']:.0f} ({p['tokens_per_s']:.0f}) | {pl['median_ms']:.0f} "
+      f"| {d['median_ms']:.1f} | {d['floor_ms']:.1f} | {d['x_floor']:.2f} | {d['tokens_per_s']:.1f} "
+      f"| {lt['median_ms']:.1f} | {lt['floor_ms']:.1f} | {lt['x_floor']:.2f} | {lt['tokens_per_s']:.1f} |"
     )
+  lines += [
+    "",
+    "Floors: decode reads the blocks, final norm and LM-head matrix once; latent reads the blocks and final norm. "
+    "First calls (compile + run), prefill / decode / latent, in s: "
+    + "; ".join(
+      f"{m['model']} {m['prefill']['first_call_s']:.1f} / {m['decode']['first_call_s']:.1f} / "
+      f"{m['latent']['first_call_s']:.1f}"
+      for m in result["models"]
+    )
+    + ".",
+  ]
   return "\n".join(lines)
 
 
@@ -392,10 +418,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   args = parser.parse_args(argv)
   if args.quick:
     args.steps, args.prefill_reps, args.bandwidth_reps = min(args.steps, 10), min(args.prefill_reps, 2), 4
-  # The warm-up steps write slots too: one per phase on top of the prompt and the timed steps.
-  needed = args.prompt_len + args.steps + 1
+  # Each phase writes the prompt, one warm-up step, the blocked steps and the pipelined steps.
+  needed = args.prompt_len + 2 * args.steps + 1
   if needed > args.cache_len:
-    parser.error(f"--cache-len {args.cache_len} is too short for prompt + steps + warm-up ({needed} slots)")
+    parser.error(f"--cache-len {args.cache_len} is too short for the prompt and 2 x steps + 1 ({needed} slots)")
   return args
 
 
@@ -404,16 +430,16 @@ def main(argv: list[str] | None = None) -> int:
   env = environment()
   log(f"device {env['device_kind']} ({env['platform']}), jax {env['jax']}, models: {', '.join(args.models)}")
   log(f"bandwidth: fp32 mat-vecs over {args.bandwidth_gib} GiB, 3 shapes x 2 orientations x {args.bandwidth_reps} runs")
-  bandwidth = measure_bandwidth(args.bandwidth_gib, args.bandwidth_reps)
-  log(f"bandwidth: {bandwidth['gb_per_s']:.1f} GB/s ({bandwidth['best']})")
+  bandwidth = Bandwidth(args.bandwidth_gib, args.bandwidth_reps)
+  log(f"bandwidth: {bandwidth.best['gb_per_s']:.1f} GB/s ({bandwidth.label})")
 
   models = []
   for name in args.models:
-    models.append(bench_model(name, args, bandwidth["gb_per_s"]))
+    models.append(bench_model(name, args, bandwidth))
     d, lt = models[-1]["decode"], models[-1]["latent"]
     log(
-      f"{name}: decode {d['median_ms']:.2f} ms ({d['x_floor']:.2f}x floor), "
-      f"latent {lt['median_ms']:.2f} ms ({lt['x_floor']:.2f}x floor)"
+      f"{name}: decode {d['median_ms']:.2f} ms ({d['x_floor']:.2f}x floor; pipelined {d['pipelined_mean_ms']:.2f}), "
+      f"latent {lt['median_ms']:.2f} ms ({lt['x_floor']:.2f}x floor; pipelined {lt['pipelined_mean_ms']:.2f})"
     )
 
   result = {
@@ -423,9 +449,10 @@ def main(argv: list[str] | None = None) -> int:
       k: getattr(args, k)
       for k in ("dtype", "batch", "prompt_len", "cache_len", "steps", "prefill_reps", "bandwidth_reps", "quick")
     },
-    "bandwidth": bandwidth,
+    "bandwidth": bandwidth.summary(),
     "floors": "decode: (blocks + final norm + LM-head matrix) bytes / bandwidth; latent: (blocks + final norm) "
-    "bytes / bandwidth; KV-cache reads not included",
+    "bytes / bandwidth; KV-cache reads not included; bandwidth: mean of the best mat-vec measured just before "
+    "and just after each model's decode and latent steps",
     "models": models,
   }
   path, fallback = output_path(env["platform"], args.overwrite)

@@ -38,10 +38,12 @@ def _check_generate_args(args) -> None:
 def run_generate(args) -> str:
   """Loads the model, generates, returns the decoded continuation."""
   from rmas_jax.generation.sampler import SamplingConfig, generate
+  from rmas_jax.runtime import enable_compilation_cache
   from rmas_jax.weights.pretrained import load_pretrained
   from rmas_jax.weights.tokenizer import stop_token_ids
 
   _check_generate_args(args)
+  enable_compilation_cache()
   pre = load_pretrained(args.model, dtype=args.dtype)
   tok = pre.tokenizer
   if args.chat:

@@ -1,0 +1,18 @@
+"""Process-wide JAX settings for the command-line entry points."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+from rmas_jax.weights.tokenizer import cache_root
+
+
+def enable_compilation_cache() -> str:
+  """Turns on JAX's persistent compilation cache under the user cache directory, so a second run of the same
+  command does not compile again. Returns the cache directory."""
+  path = os.path.join(cache_root(), "jax")
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  return path
