@@ -11,11 +11,16 @@ torch = pytest.importorskip("torch")
 FAMILIES = list(tiny_configs())
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(
+  scope="module",
+  params=[(f, scan) for f in FAMILIES for scan in (True, False)],
+  ids=lambda p: f"{p[0]}-{'scan' if p[1] else 'loop'}",
+)
 def pair(request, tmp_path_factory):
-  directory = str(tmp_path_factory.mktemp(request.param))
-  hf = make_hf_model(request.param, directory)
-  return request.param, hf, load_hf_model(directory)
+  family, scan = request.param
+  directory = str(tmp_path_factory.mktemp(family))
+  hf = make_hf_model(family, directory)
+  return family, hf, load_hf_model(directory, scan_layers=scan)
 
 
 def test_single_sequence(pair):

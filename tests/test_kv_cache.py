@@ -11,9 +11,13 @@ from tiny_models import jitted, left_padded_batch, random_model, tiny_configs
 FAMILIES = list(tiny_configs())
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
+@pytest.fixture(
+  scope="module",
+  params=[(f, scan) for f in FAMILIES for scan in (True, False)],
+  ids=lambda p: f"{p[0]}-{'scan' if p[1] else 'loop'}",
+)
 def model(request):
-  m = random_model(request.param)
+  m = random_model(*request.param)
   call = jitted(m)
   call.cfg, call.embed = m.cfg, m.embed
   return call
@@ -60,6 +64,16 @@ def test_result_independent_of_batch_mates(model):
   alone = model(jnp.asarray(ids[:1, -4:], jnp.int32))
   batch = model(jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask))
   np.testing.assert_allclose(np.asarray(batch.logits)[0, -4:], np.asarray(alone.logits)[0], rtol=1e-5, atol=1e-5)
+
+
+def test_layer_layouts_agree():
+  """Stacked-and-scanned and per-layer weights are the same function."""
+  ids, mask = left_padded_batch(seed=7)
+  outs = [
+    random_model("gemma3", scan)(jnp.asarray(ids, jnp.int32), attention_mask=jnp.asarray(mask))
+    for scan in (True, False)
+  ]
+  np.testing.assert_allclose(np.asarray(outs[0].logits), np.asarray(outs[1].logits), rtol=1e-6, atol=1e-6)
 
 
 def test_padding_slots_never_written_as_valid(model):

@@ -76,8 +76,8 @@ def write_checkpoint(model, config: dict, directory: str, shards: int = 1) -> di
   tensors = {}
   for path, value in nnx.to_flat_state(nnx.state(model)):
     array = np.asarray(value.get_value())
-    path = tuple(str(p) for p in path)
-    layers = range(array.shape[0]) if path[0] == "layers" else [None]
+    stacked = path[0] == "layers" and not isinstance(path[1], int)
+    layers = range(array.shape[0]) if stacked else [None]
     for i in layers:
       a = array[i] if i is not None else array
       tensors[hf_name(path, "model.", i)] = np.ascontiguousarray(a.T if path[-1] == "kernel" else a)
@@ -100,12 +100,13 @@ def write_checkpoint(model, config: dict, directory: str, shards: int = 1) -> di
 
 @pytest.mark.parametrize("name", ["llama_tied_bias", "qwen2", "gemma3"])
 @pytest.mark.parametrize("shards", [1, 3])
-def test_weight_round_trip(tmp_path, name, shards):
+@pytest.mark.parametrize("scan", [True, False])
+def test_weight_round_trip(tmp_path, name, shards, scan):
   cls_name, kwargs = tiny_configs()[name]
   config = getattr(transformers, cls_name)(**kwargs).to_dict()
-  model = random_model(name)
+  model = random_model(name, scan)
   write_checkpoint(model, config, str(tmp_path), shards)
-  loaded = load_hf_model(str(tmp_path))
+  loaded = load_hf_model(str(tmp_path), scan_layers=scan)
   for a, b in zip(jax.tree.leaves(nnx.state(model)), jax.tree.leaves(nnx.state(loaded)), strict=True):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 

@@ -109,16 +109,30 @@ def hf_forward(model, ids: np.ndarray, mask: np.ndarray):
   return out.logits.float().numpy(), out.hidden_states[-1].float().numpy()
 
 
-def random_model(name: str) -> CausalLM:
+def random_model(name: str, scan_layers: bool = True) -> CausalLM:
+  """Our model with the tiny config `name` and random weights (the same for both layer layouts)."""
   cls_name, kwargs = tiny_configs()[name]
   cfg = arch_from_hf(getattr(transformers, cls_name)(**kwargs).to_dict())
-  model = CausalLM(cfg, rngs=nnx.Rngs(0))
+  model = CausalLM(cfg, scan_layers=True, rngs=nnx.Rngs(0))
   # Perturb every weight (norms included) so no switch hides behind an all-ones or all-zeros init.
   graphdef, state = nnx.split(model)
   leaves, treedef = jax.tree.flatten(state)
   keys = jax.random.split(jax.random.key(1), len(leaves))
   leaves = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for x, k in zip(leaves, keys, strict=True)]
-  return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+  model = nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))
+  return model if scan_layers else unstack_layers(model)
+
+
+def unstack_layers(model: CausalLM) -> CausalLM:
+  """The same weights in the per-layer layout."""
+  other = CausalLM(model.cfg, scan_layers=False, rngs=nnx.Rngs(0))
+  stacked = nnx.to_pure_dict(nnx.state(model))
+  layers = stacked.pop("layers")
+  stacked["layers"] = {i: jax.tree.map(lambda w, i=i: w[i], layers) for i in range(model.cfg.num_layers)}
+  state = nnx.state(other)
+  nnx.replace_by_pure_dict(state, stacked)
+  nnx.update(other, state)
+  return other
 
 
 def jitted(model: CausalLM):

@@ -82,8 +82,8 @@ def choose_tokens(logits, rng, greedy: bool, temperature, top_k, top_p) -> jax.A
 def _prefill(graphdef, state, ids, mask, cache_length: int):
   model = nnx.merge(graphdef, state)
   cache = KVCache.init(model.cfg, ids.shape[0], cache_length, model.dtype)
-  out = model(ids, attention_mask=mask, cache=cache)
-  return out.cache, out.logits[:, -1]
+  out = model(ids, attention_mask=mask, cache=cache, return_logits=False)
+  return out.cache, model.logits(out.hidden[:, -1:])[:, 0]  # left padding: the last slot is always real
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))

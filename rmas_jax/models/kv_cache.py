@@ -20,8 +20,8 @@ class KVCache:
   """Keys and values of every layer plus the bookkeeping that makes padding exact.
 
   Attributes:
-    k: keys `[L, B, S, K, hd]` (already rotated).
-    v: values `[L, B, S, K, hd]`.
+    k: keys `[L, B, K, S, hd]` (already rotated); heads before slots so one head's keys are contiguous.
+    v: values `[L, B, K, S, hd]`.
     valid: `[B, S]` True where a slot holds a real token.
     end: int32 scalar, the next slot to write (shared by the batch).
     next_pos: `[B]` int32, the rotary position the next real token of each example takes.
@@ -36,7 +36,7 @@ class KVCache:
   @classmethod
   def init(cls, cfg: ArchConfig, batch: int, length: int, dtype=jnp.float32) -> KVCache:
     """An empty cache of `length` slots."""
-    shape = (cfg.num_layers, batch, length, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.num_layers, batch, cfg.num_kv_heads, length, cfg.head_dim)
     return cls(
       k=jnp.zeros(shape, dtype),
       v=jnp.zeros(shape, dtype),
@@ -47,7 +47,7 @@ class KVCache:
 
   @property
   def length(self) -> int:
-    return self.k.shape[2]
+    return self.k.shape[3]
 
 
 def slot_mask(

@@ -119,21 +119,21 @@ class Attention(nnx.Module):
       self.q_norm = self.k_norm = None
 
   def project_kv(self, x: jax.Array, cos: jax.Array, sin: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Keys (rotated) and values `[B, T, K, hd]` of new tokens."""
+    """Keys (rotated) and values `[B, K, T, hd]` of new tokens."""
     b, t, _ = x.shape
     k = self.k_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
     v = self.v_proj(x).reshape(b, t, self.num_kv_heads, self.head_dim)
     if self.k_norm is not None:
       k = self.k_norm(k)
-    return apply_rope(k, cos, sin), v
+    return apply_rope(k, cos, sin).transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
 
   def __call__(
     self,
     x: jax.Array,  # [B, T, D]
     cos: jax.Array,  # [B, T, hd]
     sin: jax.Array,  # [B, T, hd]
-    keys: jax.Array,  # [B, S, K, hd], already holding this call's keys
-    values: jax.Array,  # [B, S, K, hd]
+    keys: jax.Array,  # [B, K, S, hd], already holding this call's keys
+    values: jax.Array,  # [B, K, S, hd]
     mask: jax.Array,  # [B, T, S] bool, True where a query may attend
   ) -> jax.Array:
     b, t, _ = x.shape
@@ -142,10 +142,10 @@ class Attention(nnx.Module):
     if self.q_norm is not None:
       q = self.q_norm(q)
     q = apply_rope(q, cos, sin).reshape(b, t, kv, group, self.head_dim)
-    logits = jnp.einsum("btkgh,bskh->bkgts", q, keys, preferred_element_type=jnp.float32) * self.scale
+    logits = jnp.einsum("btkgh,bksh->bkgts", q, keys, preferred_element_type=jnp.float32) * self.scale
     if self.softcap is not None:
       logits = jnp.tanh(logits / self.softcap) * self.softcap
     logits = jnp.where(mask[:, None, None, :, :], logits, _MASKED)
     probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
-    out = jnp.einsum("bkgts,bskh->btkgh", probs, values)  # [B, T, K, G, hd]
+    out = jnp.einsum("bkgts,bksh->btkgh", probs, values)  # [B, T, K, G, hd]
     return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))

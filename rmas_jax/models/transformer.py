@@ -35,11 +35,18 @@ class DecoderLayer(nnx.Module):
       self.pre_feedforward_layernorm = self.post_feedforward_layernorm = None
 
   def __call__(self, x, cos, sin, mask, cache_k, cache_v, write_at):
-    """One layer over new tokens `x [B, T, D]`; returns the output and the new keys/values `[B, T, K, hd]`."""
+    """One layer over new tokens `x [B, T, D]` with this layer's cache `[B, K, S, hd]` (or None).
+
+    Returns the output and the new keys/values `[B, K, T, hd]`.
+    """
     h = self.input_layernorm(x)
-    k_new, v_new = self.self_attn.project_kv(h, cos, sin)
-    keys = jax.lax.dynamic_update_slice_in_dim(cache_k, k_new.astype(cache_k.dtype), write_at, axis=1)
-    values = jax.lax.dynamic_update_slice_in_dim(cache_v, v_new.astype(cache_v.dtype), write_at, axis=1)
+    k_new, v_new = self.self_attn.project_kv(h, cos, sin)  # [B, K, T, hd]
+    if cache_k is None:  # no cache: attend over this call's tokens only
+      keys, values = k_new, v_new
+    else:
+      k_new, v_new = k_new.astype(cache_k.dtype), v_new.astype(cache_v.dtype)
+      keys = jax.lax.dynamic_update_slice_in_dim(cache_k, k_new, write_at, axis=2)
+      values = jax.lax.dynamic_update_slice_in_dim(cache_v, v_new, write_at, axis=2)
     h = self.self_attn(h, cos, sin, keys, values, mask)
     if self.pre_feedforward_layernorm is None:
       x = x + h
@@ -47,7 +54,7 @@ class DecoderLayer(nnx.Module):
     else:
       x = x + self.post_attention_layernorm(h)
       x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-    return x, (k_new.astype(cache_k.dtype), v_new.astype(cache_v.dtype))
+    return x, (k_new, v_new)
 
 
 @dataclasses.dataclass
@@ -69,11 +76,18 @@ jax.tree_util.register_dataclass(DecoderOutput, data_fields=["hidden", "logits",
 
 
 class CausalLM(nnx.Module):
-  """Embeddings, scanned decoder layers, final norm and (tied or separate) LM head."""
+  """Embeddings, decoder layers, final norm and (tied or separate) LM head.
 
-  def __init__(self, cfg: ArchConfig, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  With `scan_layers` the layers' weights are stacked `[L, ...]` and run by `jax.lax.scan`: one compiled layer
+  body, the layout for accelerators and for training through many steps. Without it they are separate arrays
+  run by a Python loop: XLA's CPU backend copies a scanned layer's weight slice before each matmul, which makes
+  weight-bound one-token steps 2-3x slower (see benchmarks/), so CPU inference defaults to this form.
+  """
+
+  def __init__(self, cfg: ArchConfig, *, dtype=jnp.float32, scan_layers: bool = True, rngs: nnx.Rngs):
     self.cfg = cfg
     self.dtype = dtype
+    self.scan_layers = scan_layers
     self.embed_tokens = nnx.Embed(
       cfg.vocab_size,
       cfg.hidden_size,
@@ -88,7 +102,10 @@ class CausalLM(nnx.Module):
     def make_layers(rngs):
       return DecoderLayer(cfg, dtype=dtype, rngs=rngs)
 
-    self.layers = make_layers(rngs)
+    if scan_layers:
+      self.layers = make_layers(rngs)
+    else:
+      self.layers = nnx.List([DecoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_layers)])
     self.norm = RMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=dtype)
     if cfg.tie_embeddings:
       self.lm_head = None
@@ -115,6 +132,38 @@ class CausalLM(nnx.Module):
       cap = self.cfg.final_logit_softcap
       out = jnp.tanh(out / cap) * cap
     return out
+
+  @staticmethod
+  def _layer_inputs(tables: dict, sliding) -> tuple[jax.Array, jax.Array, jax.Array]:
+    pick = lambda local, full: jnp.where(sliding, tables[local], tables[full])  # noqa: E731
+    return pick("cos_l", "cos_g"), pick("sin_l", "sin_g"), pick("mask_slide", "mask_full")
+
+  def _scanned_layers(self, x, tables, is_sliding, cache, start):
+    graphdef, layer_state = nnx.split(self.layers)
+    caches = (None, None) if cache is None else (cache.k, cache.v)
+
+    def body(h, xs):
+      state, sliding, k_layer, v_layer = xs
+      cos, sin, mask = self._layer_inputs(tables, sliding)
+      return nnx.merge(graphdef, state)(h, cos, sin, mask, k_layer, v_layer, start)
+
+    x, (k_new, v_new) = jax.lax.scan(body, x, (layer_state, is_sliding, *caches))
+    if cache is None:
+      return x, None, None
+    update = lambda full, new: jax.lax.dynamic_update_slice_in_dim(full, new, start, axis=3)  # noqa: E731
+    return x, update(cache.k, k_new), update(cache.v, v_new)
+
+  def _unrolled_layers(self, x, tables, is_sliding, cache, start):
+    k_all, v_all = (None, None) if cache is None else (cache.k, cache.v)
+    for i, layer in enumerate(self.layers):
+      cos, sin, mask = self._layer_inputs(tables, is_sliding[i])
+      k_layer, v_layer = (None, None) if cache is None else (cache.k[i], cache.v[i])
+      x, (k_new, v_new) = layer(x, cos, sin, mask, k_layer, v_layer, start)
+      if cache is not None:
+        at = (i, 0, 0, start, 0)
+        k_all = jax.lax.dynamic_update_slice(k_all, k_new[None], at)
+        v_all = jax.lax.dynamic_update_slice(v_all, v_new[None], at)
+    return x, k_all, v_all
 
   def __call__(
     self,
@@ -147,12 +196,9 @@ class CausalLM(nnx.Module):
     if cache is None:
       start, base_pos = jnp.zeros((), jnp.int32), jnp.zeros((b,), jnp.int32)
       valid = new_valid
-      kv_shape = (self.cfg.num_layers, b, t, self.cfg.num_kv_heads, self.cfg.head_dim)
-      cache_k = cache_v = jnp.zeros(kv_shape, self.dtype)
     else:
       start, base_pos = cache.end, cache.next_pos
       valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, new_valid, start, axis=1)
-      cache_k, cache_v = cache.k, cache.v
     positions = base_pos[:, None] + jnp.maximum(counted - 1, 0)  # [B, T]
     query_slots = start + jnp.arange(t, dtype=jnp.int32)
 
@@ -163,27 +209,13 @@ class CausalLM(nnx.Module):
     mask_full = slot_mask(query_slots, valid, None)
     mask_slide = slot_mask(query_slots, valid, self.cfg.sliding_window)
 
-    graphdef, layer_state = nnx.split(self.layers)
-
-    def body(h, xs):
-      state, sliding, k_layer, v_layer = xs
-      layer = nnx.merge(graphdef, state)
-      cos = jnp.where(sliding, cos_l, cos_g)
-      sin = jnp.where(sliding, sin_l, sin_g)
-      mask = jnp.where(sliding, mask_slide, mask_full)
-      return layer(h, cos, sin, mask, k_layer, v_layer, start)
-
-    x, (k_new, v_new) = jax.lax.scan(body, x, (layer_state, jnp.asarray(is_sliding), cache_k, cache_v))
+    tables = dict(cos_l=cos_l, sin_l=sin_l, cos_g=cos_g, sin_g=sin_g, mask_slide=mask_slide, mask_full=mask_full)
+    run = self._scanned_layers if self.scan_layers else self._unrolled_layers
+    x, k_all, v_all = run(x, tables, jnp.asarray(is_sliding), cache, start)
     hidden = self.norm(x)
     logits = self.logits(hidden) if return_logits else None
 
     new_cache = None
     if cache is not None:
-      new_cache = KVCache(
-        k=jax.lax.dynamic_update_slice_in_dim(cache.k, k_new, start, axis=2),
-        v=jax.lax.dynamic_update_slice_in_dim(cache.v, v_new, start, axis=2),
-        valid=valid,
-        end=start + t,
-        next_pos=base_pos + counted[:, -1],
-      )
+      new_cache = KVCache(k=k_all, v=v_all, valid=valid, end=start + t, next_pos=base_pos + counted[:, -1])
     return DecoderOutput(hidden=hidden, logits=logits, cache=new_cache)

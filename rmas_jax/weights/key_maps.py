@@ -27,12 +27,14 @@ def find_prefix(keys: Iterable[str]) -> str:
 
 
 def hf_name(path: tuple[str, ...], prefix: str, layer: int | None = None) -> str:
-  """HF tensor name of one leaf path of our state (for stacked leaves, of layer `layer`)."""
+  """HF tensor name of one leaf path of our state (for stacked `layers/...` leaves, of layer `layer`)."""
   if path == ("lm_head",):  # `model.` and `model.language_model.` checkpoints keep the head at the top level
     return "language_model.lm_head.weight" if prefix == "language_model.model." else "lm_head.weight"
   if path == ("embed_tokens", "embedding"):
     return prefix + "embed_tokens.weight"
   leaf = "bias" if path[-1] == "bias" else "weight"
+  if path[0] == "layers" and isinstance(path[1], int):  # one array per layer: the index is in the path
+    layer, path = path[1], ("layers",) + path[2:]
   modules = ".".join(path[1:-1] if path[0] == "layers" else path[:-1])
   if path[0] == "layers":
     return f"{prefix}layers.{layer}.{modules}.{leaf}"
@@ -58,7 +60,7 @@ def load_tree(
     abstract: our state as a pure nested dict of `jax.ShapeDtypeStruct`.
     get: reads one HF-named tensor as a numpy array.
     keys: every tensor name in the checkpoint.
-    num_layers: depth, for the stacked `layers` subtree.
+    num_layers: depth, for a stacked `layers` subtree.
     dtype: dtype of the returned arrays.
     where: the checkpoint, for error messages.
 
@@ -87,10 +89,10 @@ def load_tree(
     if isinstance(node, dict):
       return {k: fill(v, path + (k,)) for k, v in node.items()}
     shape = tuple(node.shape)
-    if path[0] == "layers":
+    if path[0] == "layers" and not isinstance(path[1], int):  # stacked: one leaf holds every layer
       parts = [fetch(hf_name(path, prefix, i), path, shape[1:]) for i in range(num_layers)]
       return np.stack(parts)
-    return fetch(hf_name(path, prefix), path, shape)
+    return fetch(hf_name(path, prefix), path, shape)  # a per-layer leaf carries its index in the path
 
   tree = fill(abstract, ())
   unused = [

@@ -51,19 +51,27 @@ def resolve(spec: str) -> tuple[str, str]:
   )
 
 
-def _load_gguf(path: str, spec: str, dtype, with_tokenizer: bool, cache_key: str | None) -> Pretrained:
+def _load_gguf(path: str, spec: str, dtype, scan_layers, with_tokenizer: bool, cache_key: str | None) -> Pretrained:
   ckpt = GGUFCheckpoint(path)
-  model = build_model(ckpt.arch, ckpt.get, ckpt.keys(), dtype=dtype, where=path)
+  model = build_model(ckpt.arch, ckpt.get, ckpt.keys(), dtype=dtype, scan_layers=scan_layers, where=path)
   tokenizer = tokenizer_from_gguf(ckpt.meta, path, cache_key) if with_tokenizer else None
   return Pretrained(model=model, tokenizer=tokenizer, spec=spec, source=path)
 
 
-def load_pretrained(spec: str, *, dtype="float32", with_tokenizer: bool = True, progress: bool = True) -> Pretrained:
+def load_pretrained(
+  spec: str,
+  *,
+  dtype="float32",
+  scan_layers: bool | None = None,
+  with_tokenizer: bool = True,
+  progress: bool = True,
+) -> Pretrained:
   """Loads a model (and its tokenizer) from any supported spec.
 
   Args:
     spec: registry name, path to a `.gguf` file, HF checkpoint directory, or HF hub id.
     dtype: `float32` or `bfloat16`.
+    scan_layers: stacked, scanned layers (True) or per-layer weights (False); None: per-layer on CPU only.
     with_tokenizer: also load the tokenizer (an error if the checkpoint has none).
     progress: show download and verification progress on stderr.
 
@@ -73,9 +81,10 @@ def load_pretrained(spec: str, *, dtype="float32", with_tokenizer: bool = True, 
   kind, location = resolve(spec)
   if kind == "registry":
     path = registry.fetch(location, progress=progress)
-    return _load_gguf(path, spec, dtype, with_tokenizer, registry.REGISTRY[location].sha256[:16])
+    return _load_gguf(path, spec, dtype, scan_layers, with_tokenizer, registry.REGISTRY[location].sha256[:16])
   if kind == "gguf":
-    return _load_gguf(location, spec, dtype, with_tokenizer, None)
+    return _load_gguf(location, spec, dtype, scan_layers, with_tokenizer, None)
   directory = download_hub_model(location) if kind == "hub" else location
   tokenizer = tokenizer_from_dir(directory) if with_tokenizer else None
-  return Pretrained(model=load_hf_model(directory, dtype=dtype), tokenizer=tokenizer, spec=spec, source=directory)
+  model = load_hf_model(directory, dtype=dtype, scan_layers=scan_layers)
+  return Pretrained(model=model, tokenizer=tokenizer, spec=spec, source=directory)
