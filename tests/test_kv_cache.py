@@ -82,3 +82,20 @@ def test_padding_slots_never_written_as_valid(model):
   np.testing.assert_array_equal(np.asarray(out.cache.valid)[:, :6], mask.astype(bool))
   np.testing.assert_array_equal(np.asarray(out.cache.next_pos), [3, 6])
   assert int(out.cache.end) == 6
+
+
+def test_bfloat16_tracks_float32():
+  """bf16 weights and activations (the accelerator setting) stay close to fp32 and agree on the argmax."""
+  from flax import nnx
+
+  from rmas_jax.models.transformer import CausalLM
+
+  m32 = random_model("qwen3")
+  m16 = CausalLM(m32.cfg, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  state = jax.tree.map(lambda x: x.astype(jnp.bfloat16), nnx.state(m32))
+  nnx.update(m16, state)
+  ids = jnp.asarray(left_padded_batch(seed=9, lengths=(12,))[0], jnp.int32)
+  a, b = np.asarray(m32(ids).logits), np.asarray(m16(ids).logits)
+  assert m16(ids).hidden.dtype == jnp.bfloat16
+  np.testing.assert_allclose(b, a, atol=0.1 * np.abs(a).max())
+  assert (a.argmax(-1) == b.argmax(-1)).mean() >= 0.9

@@ -212,3 +212,14 @@ def test_cli_bad_input_exits_nonzero_with_one_line():
   assert result.returncode == 2
   assert result.stdout == ""
   assert result.stderr.startswith("error: unknown model 'no-such-model'") and result.stderr.count("\n") == 1
+
+
+def test_registry_never_refetches_a_verified_file(monkeypatch):
+  path = registry.fetch("smollm2-135m-instruct", progress=False)
+
+  def no_download(*args, **kwargs):
+    raise AssertionError("a cached, verified file was fetched again")
+
+  monkeypatch.setattr(registry.subprocess, "run", no_download)
+  monkeypatch.setattr(registry, "_sha256", no_download)  # unchanged since verification: not even re-hashed
+  assert registry.fetch("smollm2-135m-instruct", progress=False) == path
