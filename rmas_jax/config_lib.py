@@ -28,3 +28,24 @@ def validate(config) -> None:
       raise ValueError(f"config.agents[{i}].model: {e}") from None
   if config.generation.max_new_tokens < 1:
     raise ValueError(f"config.generation.max_new_tokens: {config.generation.max_new_tokens}; expected >= 1")
+
+
+def preflight(config, job: str) -> int:
+  """What `train.py` / `eval.py` do until the system layers exist: check the config, say what is missing.
+
+  Returns the process exit status (2: nothing was run).
+  """
+  import sys
+
+  if config is None:
+    print("error: --config is required, e.g. --config configs/sequential.py", file=sys.stderr)
+    return 2
+  try:
+    validate(config)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  agents = ", ".join(f"{a['role']}={a['model']}" for a in config.agents)
+  print(f"config ok: {config.style} ({agents})", file=sys.stderr)
+  print(f"error: {job} is not implemented yet; only the backbones are (see README, Status)", file=sys.stderr)
+  return 2

@@ -72,32 +72,6 @@ def test_greedy_generation_matches_transformers(loaded):
   assert got == ref
 
 
-def test_cli_generate_prints_transformers_text():
-  """The README's first command: stdout is exactly the continuation transformers produces."""
-  path = registry.fetch("smollm2-135m-instruct", progress=False)
-  tok, hf = hf_reference(path)
-  ids = tok(PROMPT, return_tensors="pt")["input_ids"]
-  with torch.no_grad():
-    new = hf.generate(ids, max_new_tokens=8, do_sample=False)[0, ids.shape[1] :]
-  expected = tok.decode(new, skip_special_tokens=True)
-  cmd = [
-    sys.executable,
-    "-m",
-    "rmas_jax",
-    "generate",
-    "--model",
-    "smollm2-135m-instruct",
-    "--prompt",
-    PROMPT,
-    "--max-new-tokens",
-    "8",
-    "--greedy",
-  ]
-  result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-  assert result.returncode == 0, result.stderr
-  assert result.stdout == expected + "\n"
-
-
 def test_chat_template_from_file_or_supplied(loaded):
   name, ours, tok, _ = loaded
   messages = [{"role": "user", "content": "What is 15 + 27?"}]
@@ -108,33 +82,36 @@ def test_chat_template_from_file_or_supplied(loaded):
     assert text == tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
-def test_cli_chat_matches_transformers():
-  """`--chat` renders the model's own template and stops at its end-of-turn token."""
-  path = registry.fetch("smollm2-135m-instruct", progress=False)
-  tok, hf = hf_reference(path)
-  question = "What is the capital of France?"
-  text = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False)
-  ids = tok(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+@pytest.fixture(scope="module")
+def smollm_reference():
+  return hf_reference(registry.fetch("smollm2-135m-instruct", progress=False))
+
+
+def assert_cli_matches(reference, prompt_ids, extra_args: list[str], prompt: str, max_new: int) -> None:
+  """`python -m rmas_jax generate` prints exactly transformers' greedy continuation of `prompt_ids`."""
+  tok, hf = reference
+  ids = torch.tensor([prompt_ids])
   with torch.no_grad():
-    new = hf.generate(ids, max_new_tokens=24, do_sample=False)[0, ids.shape[1] :]
-  expected = tok.decode(new, skip_special_tokens=True)
-  cmd = [
-    sys.executable,
-    "-m",
-    "rmas_jax",
-    "generate",
-    "--model",
-    "smollm2-135m-instruct",
-    "--prompt",
-    question,
-    "--max-new-tokens",
-    "24",
-    "--greedy",
-    "--chat",
-  ]
+    new = hf.generate(ids, max_new_tokens=max_new, do_sample=False)[0, ids.shape[1] :]
+  cmd = [sys.executable, "-m", "rmas_jax", "generate", "--model", "smollm2-135m-instruct", "--prompt", prompt,
+         "--max-new-tokens", str(max_new), "--greedy", *extra_args]  # fmt: skip
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stderr
-  assert result.stdout == expected + "\n"
+  assert result.stdout == tok.decode(new, skip_special_tokens=True) + "\n"
+
+
+def test_cli_generate_prints_transformers_text(smollm_reference):
+  """The README's first command."""
+  tok, _ = smollm_reference
+  assert_cli_matches(smollm_reference, tok(PROMPT)["input_ids"], [], PROMPT, 8)
+
+
+def test_cli_chat_matches_transformers(smollm_reference):
+  """`--chat` renders the model's own template and stops at its end-of-turn token."""
+  tok, _ = smollm_reference
+  question = "What is the capital of France?"
+  text = tok.apply_chat_template([{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False)
+  assert_cli_matches(smollm_reference, tok(text, add_special_tokens=False)["input_ids"], ["--chat"], question, 24)
 
 
 def test_sampling_is_seeded():

@@ -52,11 +52,11 @@ class KVCache:
 
 def slot_mask(
   query_slots: jax.Array,  # [T] int32
+  key_slots: jax.Array,  # [S] int32
   valid: jax.Array,  # [B, S] bool
   window: int | None,
 ) -> jax.Array:
-  """`[B, T, S]` causal mask over slots, restricted to valid slots and, if given, to the last `window` slots."""
-  key_slots = jnp.arange(valid.shape[1], dtype=jnp.int32)
+  """`[B, T, S]` causal mask over slots, restricted to valid keys and, if given, to the last `window` slots."""
   allowed = key_slots[None, :] <= query_slots[:, None]  # [T, S]
   if window is not None:
     allowed &= query_slots[:, None] - key_slots[None, :] < window

@@ -132,20 +132,31 @@ class Attention(nnx.Module):
     x: jax.Array,  # [B, T, D]
     cos: jax.Array,  # [B, T, hd]
     sin: jax.Array,  # [B, T, hd]
-    keys: jax.Array,  # [B, K, S, hd], already holding this call's keys
-    values: jax.Array,  # [B, K, S, hd]
-    mask: jax.Array,  # [B, T, S] bool, True where a query may attend
+    k_new: jax.Array,  # [B, K, T, hd] keys of this call's tokens (from `project_kv`)
+    v_new: jax.Array,  # [B, K, T, hd]
+    mask: jax.Array,  # [B, T, S + T] (or [B, T, T] without cache): True where a query may attend
+    cache_k: jax.Array | None = None,  # [B, K, S, hd] keys already in the cache
+    cache_v: jax.Array | None = None,  # [B, K, S, hd]
   ) -> jax.Array:
+    # Cached and new keys are scored separately and share one softmax, so the cache is read where it lies
+    # instead of being copied to insert the new keys first.
     b, t, _ = x.shape
     kv, group = self.num_kv_heads, self.num_heads // self.num_kv_heads
     q = self.q_proj(x).reshape(b, t, self.num_heads, self.head_dim)
     if self.q_norm is not None:
       q = self.q_norm(q)
     q = apply_rope(q, cos, sin).reshape(b, t, kv, group, self.head_dim)
-    logits = jnp.einsum("btkgh,bksh->bkgts", q, keys, preferred_element_type=jnp.float32) * self.scale
+    score = lambda keys: jnp.einsum("btkgh,bksh->bkgts", q, keys, preferred_element_type=jnp.float32)  # noqa: E731
+    logits = score(k_new) if cache_k is None else jnp.concatenate([score(cache_k), score(k_new)], axis=-1)
+    logits = logits * self.scale
     if self.softcap is not None:
       logits = jnp.tanh(logits / self.softcap) * self.softcap
     logits = jnp.where(mask[:, None, None, :, :], logits, _MASKED)
-    probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
-    out = jnp.einsum("bkgts,bksh->btkgh", probs, values)  # [B, T, K, G, hd]
+    probs = jax.nn.softmax(logits, axis=-1).astype(v_new.dtype)
+    mix = lambda p, values: jnp.einsum("bkgts,bksh->btkgh", p, values)  # noqa: E731  [B, T, K, G, hd]
+    if cache_v is None:
+      out = mix(probs, v_new)
+    else:
+      s = cache_v.shape[2]
+      out = mix(probs[..., :s], cache_v) + mix(probs[..., s:], v_new)
     return self.o_proj(out.reshape(b, t, self.num_heads * self.head_dim))

@@ -34,20 +34,16 @@ class DecoderLayer(nnx.Module):
     else:
       self.pre_feedforward_layernorm = self.post_feedforward_layernorm = None
 
-  def __call__(self, x, cos, sin, mask, cache_k, cache_v, write_at):
+  def __call__(self, x, cos, sin, mask, cache_k, cache_v):
     """One layer over new tokens `x [B, T, D]` with this layer's cache `[B, K, S, hd]` (or None).
 
     Returns the output and the new keys/values `[B, K, T, hd]`.
     """
     h = self.input_layernorm(x)
     k_new, v_new = self.self_attn.project_kv(h, cos, sin)  # [B, K, T, hd]
-    if cache_k is None:  # no cache: attend over this call's tokens only
-      keys, values = k_new, v_new
-    else:
+    if cache_k is not None:
       k_new, v_new = k_new.astype(cache_k.dtype), v_new.astype(cache_v.dtype)
-      keys = jax.lax.dynamic_update_slice_in_dim(cache_k, k_new, write_at, axis=2)
-      values = jax.lax.dynamic_update_slice_in_dim(cache_v, v_new, write_at, axis=2)
-    h = self.self_attn(h, cos, sin, keys, values, mask)
+    h = self.self_attn(h, cos, sin, k_new, v_new, mask, cache_k, cache_v)
     if self.pre_feedforward_layernorm is None:
       x = x + h
       x = x + self.mlp(self.post_attention_layernorm(x))
@@ -97,12 +93,13 @@ class CausalLM(nnx.Module):
       rngs=rngs,
     )
 
-    @nnx.split_rngs(splits=cfg.num_layers)
-    @nnx.vmap(in_axes=(0,), out_axes=0)
-    def make_layers(rngs):
-      return DecoderLayer(cfg, dtype=dtype, rngs=rngs)
-
     if scan_layers:
+
+      @nnx.split_rngs(splits=cfg.num_layers)
+      @nnx.vmap(in_axes=(0,), out_axes=0)
+      def make_layers(rngs):
+        return DecoderLayer(cfg, dtype=dtype, rngs=rngs)
+
       self.layers = make_layers(rngs)
     else:
       self.layers = nnx.List([DecoderLayer(cfg, dtype=dtype, rngs=rngs) for _ in range(cfg.num_layers)])
@@ -135,6 +132,10 @@ class CausalLM(nnx.Module):
 
   @staticmethod
   def _layer_inputs(tables: dict, sliding) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Rotary tables and mask of one layer; `sliding` is a Python bool when unrolled, a traced one when scanned."""
+    if isinstance(sliding, bool):
+      names = ("cos_l", "sin_l", "mask_slide") if sliding else ("cos_g", "sin_g", "mask_full")
+      return tuple(tables[n] for n in names)
     pick = lambda local, full: jnp.where(sliding, tables[local], tables[full])  # noqa: E731
     return pick("cos_l", "cos_g"), pick("sin_l", "sin_g"), pick("mask_slide", "mask_full")
 
@@ -145,25 +146,28 @@ class CausalLM(nnx.Module):
     def body(h, xs):
       state, sliding, k_layer, v_layer = xs
       cos, sin, mask = self._layer_inputs(tables, sliding)
-      return nnx.merge(graphdef, state)(h, cos, sin, mask, k_layer, v_layer, start)
+      return nnx.merge(graphdef, state)(h, cos, sin, mask, k_layer, v_layer)
 
-    x, (k_new, v_new) = jax.lax.scan(body, x, (layer_state, is_sliding, *caches))
+    x, (k_new, v_new) = jax.lax.scan(body, x, (layer_state, jnp.asarray(is_sliding), *caches))
     if cache is None:
       return x, None, None
     update = lambda full, new: jax.lax.dynamic_update_slice_in_dim(full, new, start, axis=3)  # noqa: E731
     return x, update(cache.k, k_new), update(cache.v, v_new)
 
   def _unrolled_layers(self, x, tables, is_sliding, cache, start):
-    k_all, v_all = (None, None) if cache is None else (cache.k, cache.v)
+    new_k, new_v = [], []
     for i, layer in enumerate(self.layers):
-      cos, sin, mask = self._layer_inputs(tables, is_sliding[i])
+      cos, sin, mask = self._layer_inputs(tables, bool(is_sliding[i]))
       k_layer, v_layer = (None, None) if cache is None else (cache.k[i], cache.v[i])
-      x, (k_new, v_new) = layer(x, cos, sin, mask, k_layer, v_layer, start)
-      if cache is not None:
-        at = (i, 0, 0, start, 0)
-        k_all = jax.lax.dynamic_update_slice(k_all, k_new[None], at)
-        v_all = jax.lax.dynamic_update_slice(v_all, v_new[None], at)
-    return x, k_all, v_all
+      x, (k_new, v_new) = layer(x, cos, sin, mask, k_layer, v_layer)
+      new_k.append(k_new)
+      new_v.append(v_new)
+    if cache is None:
+      return x, None, None
+    # One write after every layer has read its slice: a write per layer, interleaved with the reads, makes XLA
+    # copy the whole cache at each layer (measured: 23 -> 44 ms per SmolLM2 step at 512 slots).
+    update = lambda full, new: jax.lax.dynamic_update_slice_in_dim(full, jnp.stack(new), start, axis=3)  # noqa: E731
+    return x, update(cache.k, new_k), update(cache.v, new_v)
 
   def __call__(
     self,
@@ -206,12 +210,18 @@ class CausalLM(nnx.Module):
     cos_g, sin_g = rope_tables(positions, rope_inv_freq(cfg.rope_global, cfg.head_dim))
     cos_l, sin_l = rope_tables(positions, rope_inv_freq(cfg.rope_local or cfg.rope_global, cfg.head_dim))
     is_sliding = np.array([kind == "sliding_attention" for kind in cfg.layer_types])
-    mask_full = slot_mask(query_slots, valid, None)
-    mask_slide = slot_mask(query_slots, valid, self.cfg.sliding_window)
+    # Keys are the cached slots (if any) followed by this call's tokens, in the order the attention scores them.
+    if cache is None:
+      key_slots, key_valid = query_slots, new_valid
+    else:
+      key_slots = jnp.concatenate([jnp.arange(cache.length, dtype=jnp.int32), query_slots])
+      key_valid = jnp.concatenate([cache.valid, new_valid], axis=1)
+    mask_full = slot_mask(query_slots, key_slots, key_valid, None)
+    mask_slide = slot_mask(query_slots, key_slots, key_valid, self.cfg.sliding_window)
 
     tables = dict(cos_l=cos_l, sin_l=sin_l, cos_g=cos_g, sin_g=sin_g, mask_slide=mask_slide, mask_full=mask_full)
     run = self._scanned_layers if self.scan_layers else self._unrolled_layers
-    x, k_all, v_all = run(x, tables, jnp.asarray(is_sliding), cache, start)
+    x, k_all, v_all = run(x, tables, is_sliding, cache, start)
     hidden = self.norm(x)
     logits = self.logits(hidden) if return_logits else None
 
