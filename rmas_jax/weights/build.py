@@ -45,6 +45,7 @@ def build_model(
   dtype="float32",
   scan_layers: bool | None = None,
   where: str,
+  progress: bool = False,
 ) -> CausalLM:
   """Loads HF-named tensors into a `CausalLM`.
 
@@ -55,11 +56,12 @@ def build_model(
     dtype: parameter and activation dtype (`float32` or `bfloat16`).
     scan_layers: stacked, scanned layers (True) or per-layer weights (False); None picks by backend.
     where: the checkpoint's location, for error messages.
+    progress: show a progress bar while tensors are read.
   """
   dtype = resolve_dtype(dtype)
   graphdef, state = nnx.split(abstract_model(cfg, dtype, scan_layers))
   pure = nnx.to_pure_dict(state)
-  loaded = load_tree(pure, get, keys, cfg.num_layers, np.dtype(dtype), where)
+  loaded = load_tree(pure, get, keys, cfg.num_layers, np.dtype(dtype), where, progress)
   loaded = jax.tree.map(jnp.asarray, loaded)
   nnx.replace_by_pure_dict(state, loaded)
   return nnx.merge(graphdef, state)

@@ -13,13 +13,17 @@ from rmas_jax.weights.safetensors_io import SafetensorsCheckpoint
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model"]
 
 
-def load_hf_model(directory: str, *, dtype="float32", scan_layers: bool | None = None) -> CausalLM:
+def load_hf_model(
+  directory: str, *, dtype="float32", scan_layers: bool | None = None, progress: bool = False
+) -> CausalLM:
   """A `CausalLM` from an HF checkpoint directory (`config.json` plus safetensors); see `build_model`."""
   if not os.path.isdir(directory):
     raise ModelLoadError(f"{directory}: not a directory")
   cfg = arch_from_dir(directory)
   ckpt = SafetensorsCheckpoint(directory)
-  return build_model(cfg, ckpt.get, ckpt.keys(), dtype=dtype, scan_layers=scan_layers, where=directory)
+  return build_model(
+    cfg, ckpt.get, ckpt.keys(), dtype=dtype, scan_layers=scan_layers, where=directory, progress=progress
+  )
 
 
 def download_hub_model(repo_id: str) -> str:

@@ -7,9 +7,12 @@ Our sub-modules carry HF's names, so the map is derived from the model's own sta
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterable
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from rmas_jax.weights.errors import ModelLoadError
 
@@ -53,6 +56,7 @@ def load_tree(
   num_layers: int,
   dtype,
   where: str,
+  progress: bool = False,
 ) -> dict:
   """Fills a nested dict of shape structs with checkpoint tensors.
 
@@ -63,6 +67,7 @@ def load_tree(
     num_layers: depth, for a stacked `layers` subtree.
     dtype: dtype of the returned arrays.
     where: the checkpoint, for error messages.
+    progress: show a progress bar over tensors on stderr (dequantising a large GGUF takes tens of seconds).
 
   Returns:
     The same structure holding numpy arrays.
@@ -78,6 +83,7 @@ def load_tree(
     if name not in available:
       raise ModelLoadError(f"{where}: missing tensor {name!r}")
     used.add(name)
+    bar.update(1)
     array = to_ours(path, np.asarray(get(name)))
     if array.shape != shape:
       flip = path[-1] == "kernel"  # report shapes in the checkpoint's own layout
@@ -94,7 +100,9 @@ def load_tree(
       return np.stack(parts)
     return fetch(hf_name(path, prefix), path, shape)  # a per-layer leaf carries its index in the path
 
-  tree = fill(abstract, ())
+  with tqdm(total=len(keys), desc=f"load {os.path.basename(where.rstrip('/'))}", unit="tensor", disable=not progress,
+            file=sys.stderr, leave=False) as bar:  # fmt: skip
+    tree = fill(abstract, ())
   unused = [
     k
     for k in available - used

@@ -51,9 +51,11 @@ def resolve(spec: str) -> tuple[str, str]:
   )
 
 
-def _load_gguf(path: str, spec: str, dtype, scan_layers, with_tokenizer: bool, cache_key: str | None) -> Pretrained:
+def _load_gguf(path, spec, dtype, scan_layers, with_tokenizer: bool, cache_key: str | None, progress) -> Pretrained:
   ckpt = GGUFCheckpoint(path)
-  model = build_model(ckpt.arch, ckpt.get, ckpt.keys(), dtype=dtype, scan_layers=scan_layers, where=path)
+  model = build_model(
+    ckpt.arch, ckpt.get, ckpt.keys(), dtype=dtype, scan_layers=scan_layers, where=path, progress=progress
+  )
   tokenizer = tokenizer_from_gguf(ckpt.meta, path, cache_key) if with_tokenizer else None
   return Pretrained(model=model, tokenizer=tokenizer, spec=spec, source=path)
 
@@ -73,7 +75,7 @@ def load_pretrained(
     dtype: `float32` or `bfloat16`.
     scan_layers: stacked, scanned layers (True) or per-layer weights (False); None: per-layer on CPU only.
     with_tokenizer: also load the tokenizer (an error if the checkpoint has none).
-    progress: show download and verification progress on stderr.
+    progress: show download, verification and loading progress on stderr.
 
   Raises:
     ModelLoadError: with a one-line message naming the spec, file or field at fault.
@@ -81,10 +83,11 @@ def load_pretrained(
   kind, location = resolve(spec)
   if kind == "registry":
     path = registry.fetch(location, progress=progress)
-    return _load_gguf(path, spec, dtype, scan_layers, with_tokenizer, registry.REGISTRY[location].sha256[:16])
+    key = registry.REGISTRY[location].sha256[:16]
+    return _load_gguf(path, spec, dtype, scan_layers, with_tokenizer, key, progress)
   if kind == "gguf":
-    return _load_gguf(location, spec, dtype, scan_layers, with_tokenizer, None)
+    return _load_gguf(location, spec, dtype, scan_layers, with_tokenizer, None, progress)
   directory = download_hub_model(location) if kind == "hub" else location
   tokenizer = tokenizer_from_dir(directory) if with_tokenizer else None
-  model = load_hf_model(directory, dtype=dtype, scan_layers=scan_layers)
+  model = load_hf_model(directory, dtype=dtype, scan_layers=scan_layers, progress=progress)
   return Pretrained(model=model, tokenizer=tokenizer, spec=spec, source=directory)
