@@ -76,3 +76,17 @@ def test_sampling_filters():
   freq = np.bincount(np.asarray(draws)[:, 0], minlength=4) / 4000
   np.testing.assert_allclose(freq, np.asarray(jax.nn.softmax(logits[0])), atol=0.03)
   assert SamplingConfig().greedy
+
+
+def test_generation_from_embeddings_equals_from_ids(pair):
+  """The final decoder starts from input vectors; fed the token embeddings it must act as from the ids."""
+  import jax.numpy as jnp
+
+  from rmas_jax.generation.sampler import generate_from_embeddings, left_pad
+
+  _, ours = pair
+  prompts = [[5, 6, 7, 8], [9, 10]]
+  ids, mask = left_pad(prompts, 16)
+  embeds = ours.embed(jnp.asarray(ids))
+  got = generate_from_embeddings(ours, embeds, jnp.asarray(mask), max_new_tokens=8)
+  assert got == generate(ours, prompts, max_new_tokens=8)

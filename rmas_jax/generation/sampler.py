@@ -79,10 +79,10 @@ def choose_tokens(logits, rng, greedy: bool, temperature, top_k, top_p) -> jax.A
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_length"))
-def _prefill(graphdef, state, ids, mask, cache_length: int):
+def _prefill(graphdef, state, ids, embeds, mask, cache_length: int):
   model = nnx.merge(graphdef, state)
-  cache = KVCache.init(model.cfg, ids.shape[0], cache_length, model.dtype)
-  out = model(ids, attention_mask=mask, cache=cache, return_logits=False)
+  cache = KVCache.init(model.cfg, mask.shape[0], cache_length, model.dtype)
+  out = model(ids, inputs_embeds=embeds, attention_mask=mask, cache=cache, return_logits=False)
   return out.cache, model.logits(out.hidden[:, -1:])[:, 0]  # left padding: the last slot is always real
 
 
@@ -154,12 +154,29 @@ def generate(
   """
   if not prompts or any(len(p) == 0 for p in prompts):
     raise ValueError("every prompt needs at least one token")
+  ids, mask = left_pad(prompts, bucket(max(len(p) for p in prompts)))
+  return _generate(model, jnp.asarray(ids), None, jnp.asarray(mask), max_new_tokens, stop_ids, sampling)
+
+
+def generate_from_embeddings(
+  model: CausalLM,
+  inputs_embeds: jax.Array,  # [B, T, D]
+  attention_mask: jax.Array,  # [B, T] left padding
+  *,
+  max_new_tokens: int,
+  stop_ids: Sequence[int] = (),
+  sampling: SamplingConfig = SamplingConfig(),
+) -> list[list[int]]:
+  """Like `generate`, from input vectors (a prompt with latents in its slots); the last slot must be real."""
+  return _generate(model, None, inputs_embeds, attention_mask, max_new_tokens, stop_ids, sampling)
+
+
+def _generate(model, ids, embeds, mask, max_new_tokens, stop_ids, sampling) -> list[list[int]]:
   if max_new_tokens < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
   graphdef, state = nnx.split(model)
-  t = bucket(max(len(p) for p in prompts))
-  ids, mask = left_pad(prompts, t)
-  cache, logits = _prefill(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), t + bucket(max_new_tokens))
+  t = mask.shape[1]
+  cache, logits = _prefill(graphdef, state, ids, embeds, mask, t + bucket(max_new_tokens))
   tokens, length = _decode(
     graphdef,
     state,
@@ -174,4 +191,4 @@ def generate(
     greedy=sampling.greedy,
   )
   tokens, length = np.asarray(tokens), np.asarray(length)
-  return [tokens[i, : length[i]].tolist() for i in range(len(prompts))]
+  return [tokens[i, : length[i]].tolist() for i in range(mask.shape[0])]
