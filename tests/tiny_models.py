@@ -148,3 +148,12 @@ def jitted(model: CausalLM):
     )
 
   return lambda input_ids=None, **kw: call(state, input_ids, **kw)
+
+
+def tiny_agent(name: str, hidden: int, seed: int = 0) -> CausalLM:
+  """A tiny random backbone of family config `name` resized to `hidden` (heterogeneous systems need mixed widths)."""
+  import dataclasses
+
+  cls_name, kwargs = tiny_configs()[name]
+  cfg = dataclasses.replace(arch_from_hf(getattr(transformers, cls_name)(**kwargs).to_dict()), hidden_size=hidden)
+  return CausalLM(cfg, scan_layers=False, rngs=nnx.Rngs(seed))

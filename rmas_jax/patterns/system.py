@@ -1,0 +1,144 @@
+"""A RecursiveMAS system: frozen agents, their inner links, one outer link per edge, and the round loop.
+
+Per round, each role in order assembles its prompt (received latents in their slots), thinks for m latent
+steps, and sends `outer(inner(h))` along its edges; feedback edges carry latents into the next round. In the
+last round the decoder role receives its latents and writes text instead of thinking. Round 1 (whose prompts
+have no feedback slots) and the last round run apart; the rounds between them share one structure and run
+under `jax.lax.scan`, carrying only the feedback latents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rmas_jax.latent.rollout import latent_rollout
+from rmas_jax.links.recursive_link import RecursiveLink, inner_link, outer_link
+from rmas_jax.models.kv_cache import KVCache
+from rmas_jax.models.transformer import CausalLM
+from rmas_jax.patterns.graph import Pattern
+from rmas_jax.prompts.slots import PromptLayout, assemble_embeddings
+
+Latents = dict[str, jax.Array]  # edge link name -> [B, m, d_dst]
+
+
+def link_key(src: str, dst: str) -> str:
+  return f"{src}_to_{dst}"
+
+
+class Agent(nnx.Module):
+  """One frozen backbone and its inner link."""
+
+  def __init__(self, backbone: CausalLM, inner: RecursiveLink):
+    self.backbone = backbone
+    self.inner = inner
+
+
+class System(nnx.Module):
+  """Agents by role and outer links by edge (`src_to_dst`)."""
+
+  def __init__(self, pattern: Pattern, agents: Mapping[str, Agent], outer: Mapping[str, RecursiveLink]):
+    missing = set(pattern.roles) - set(agents)
+    if missing:
+      raise ValueError(f"pattern {pattern.name} needs agents for roles {sorted(missing)}")
+    self.pattern = pattern
+    self.agents = nnx.Dict(dict(agents))
+    self.outer = nnx.Dict(dict(outer))
+
+
+def build_system(pattern: Pattern, backbones: Mapping[str, CausalLM], *, form: str = "official",
+                 design: str = "res+2-layer", seed: int = 0) -> System:  # fmt: skip
+  """Fresh links around loaded backbones: an inner link per agent and an outer link per edge."""
+  rngs = nnx.Rngs(seed)
+  width = {role: backbones[role].cfg.hidden_size for role in pattern.roles}
+  agents = {r: Agent(backbones[r], inner_link(width[r], form=form, design=design, rngs=rngs)) for r in pattern.roles}
+  outer = {
+    link_key(e.src, e.dst): outer_link(width[e.src], width[e.dst], form=form, design=design, rngs=rngs)
+    for e in pattern.edges
+  }
+  return System(pattern, agents, outer)
+
+
+def slot_order(pattern: Pattern, role: str, first_round: bool) -> tuple[str, ...]:
+  """The slot names of `role`'s prompt in a round, in the order `think` stacks their latents."""
+  edges = pattern.incoming(role, feedback=False) + (() if first_round else pattern.incoming(role, feedback=True))
+  return tuple(e.slot for e in edges)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class DecoderInput:
+  """The decoder's prompt with its latents in place: what the final text generation starts from."""
+
+  embeds: jax.Array  # [B, T, D]
+  mask: jax.Array  # [B, T]
+
+
+def think_round(system: System, layouts: Mapping[str, PromptLayout], feedback: Latents | None, *, steps: int,
+                final: bool, remat: bool = False) -> tuple[Latents, DecoderInput | None]:  # fmt: skip
+  """One round of the pattern.
+
+  Args:
+    system: the system.
+    layouts: each role's prompt layout for this round (slots in `slot_order` order).
+    feedback: the previous round's feedback latents, or None in round 1.
+    steps: latent steps per thinking agent.
+    final: the last round (the decoder writes instead of thinking; no feedback is produced).
+    remat: recompute latent steps in the backward pass.
+
+  Returns:
+    The feedback latents for the next round, and in the last round the decoder's input.
+  """
+  pattern = system.pattern
+  sent: Latents = {}
+  new_feedback: Latents = {}
+  decoder_input = None
+  for role in pattern.roles:
+    agent = system.agents[role]
+    edges = pattern.incoming(role, feedback=False) + (() if feedback is None else pattern.incoming(role, feedback=True))
+    received = [sent[e.link_name] if not e.feedback else feedback[e.link_name] for e in edges]
+    lay = layouts[role]
+    latents = jnp.stack(received) if received else None  # [S, B, m, D]
+    embeds = assemble_embeddings(agent.backbone.embed(lay.ids), lay, latents)
+    if final and role == pattern.decoder:
+      decoder_input = DecoderInput(embeds, lay.mask)
+      continue
+    if not pattern.thinks(role, final):
+      continue
+    b, t = lay.mask.shape
+    cache = KVCache.init(agent.backbone.cfg, b, t + steps - 1, agent.backbone.dtype)
+    hidden = latent_rollout(agent.backbone, agent.inner, embeds, lay.mask, cache, steps, remat=remat).hidden
+    thoughts = agent.inner(hidden)  # [B, m, d] the vectors the agent fed (and would feed) itself
+    for e in pattern.outgoing(role):
+      if e.feedback and final:
+        continue
+      out = system.outer[link_key(e.src, e.dst)](thoughts)
+      (new_feedback if e.feedback else sent)[e.link_name] = out
+  return new_feedback, decoder_input
+
+
+def run_rounds(
+  system: System,
+  first: Mapping[str, PromptLayout],
+  middle: Mapping[str, PromptLayout] | None,
+  last: Mapping[str, PromptLayout] | None,
+  *,
+  steps: int,
+  remat: bool = False,
+) -> DecoderInput:
+  """All rounds: round 1, then `jax.lax.scan` over the middle rounds (layouts stacked on a leading axis), then
+  the last round. With one round, `first` is also the last and `middle`/`last` are None."""
+  if last is None:
+    return think_round(system, first, None, steps=steps, final=True, remat=remat)[1]
+  feedback, _ = think_round(system, first, None, steps=steps, final=False, remat=remat)
+  if middle is not None:
+
+    def one_round(fb, layouts):
+      return think_round(system, layouts, fb, steps=steps, final=False, remat=remat)[0], None
+
+    feedback, _ = jax.lax.scan(one_round, feedback, middle)
+  return think_round(system, last, feedback, steps=steps, final=True, remat=remat)[1]
