@@ -68,15 +68,56 @@ def run_generate(args) -> str:
   return tok.decode(new, skip_special_tokens=True)
 
 
+def _ask_parser(sub) -> None:
+  p = sub.add_parser("ask", help="ask a multi-agent system a question; prints only the answer")
+  p.add_argument("--config", required=True, help="configs/<style>.py[:preset]")
+  p.add_argument("--question", required=True)
+  p.add_argument("--rounds", type=int, default=2, help="recursion rounds R")
+  p.add_argument("--latent-steps", type=int, default=16, help="latent thoughts m per agent and round")
+  p.add_argument("--max-new-tokens", type=int, default=256)
+  p.add_argument("--task", default="math", choices=["math", "choice", "code", "reasoning"])
+
+
+def run_ask(args) -> str:
+  """Loads the config's agents, builds the system, answers; accounting goes to stderr."""
+  import json
+
+  from rmas_jax.config_lib import load_config
+  from rmas_jax.patterns.ask import ask
+  from rmas_jax.patterns.graph import PATTERNS
+  from rmas_jax.patterns.system import build_system
+  from rmas_jax.runtime import enable_compilation_cache
+  from rmas_jax.weights.pretrained import load_pretrained
+
+  if not args.question.strip():
+    raise ValueError("--question is empty")
+  if args.rounds < 1 or args.latent_steps < 1 or args.max_new_tokens < 1:
+    raise ValueError("--rounds, --latent-steps and --max-new-tokens must be >= 1")
+  config = load_config(args.config)
+  if config.style not in PATTERNS:
+    raise ValueError(f"config.style: {config.style!r}; expected one of {sorted(PATTERNS)}")
+  enable_compilation_cache()
+  loaded = {a["role"]: load_pretrained(a["model"], dtype=config.dtype) for a in config.agents}
+  system = build_system(PATTERNS[config.style], {r: p.model for r, p in loaded.items()}, seed=config.seed)
+  print("note: the links are freshly initialised (training and checkpoints are not implemented yet)", file=sys.stderr)
+  answer = ask(system, {r: p.tokenizer for r, p in loaded.items()}, [args.question], rounds=args.rounds,
+               steps=args.latent_steps, max_new_tokens=args.max_new_tokens, task=args.task)[0]  # fmt: skip
+  record = {k: v for k, v in vars(answer).items() if k not in ("question", "text")}
+  print(json.dumps(record), file=sys.stderr)
+  return answer.text
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(prog="python -m rmas_jax", description=__doc__)
   sub = parser.add_subparsers(dest="command", required=True)
   _generate_parser(sub)
+  _ask_parser(sub)
   args = parser.parse_args(argv)
   try:
     if args.command == "generate":
-      text = run_generate(args)
-      sys.stdout.write(text + "\n")
+      sys.stdout.write(run_generate(args) + "\n")
+    elif args.command == "ask":
+      sys.stdout.write(run_ask(args) + "\n")
   except (ModelLoadError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

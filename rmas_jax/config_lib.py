@@ -49,3 +49,21 @@ def preflight(config, job: str) -> int:
   print(f"config ok: {config.style} ({agents})", file=sys.stderr)
   print(f"error: {job} is not implemented yet; only the backbones are (see README, Status)", file=sys.stderr)
   return 2
+
+
+def load_config(spec: str):
+  """A config from `path/to/style.py[:preset]` (the same spelling `--config` takes)."""
+  import importlib.util
+  import os
+
+  path, _, preset = spec.partition(":")
+  if not os.path.isfile(path):
+    raise ValueError(f"{path}: no such config file")
+  module_spec = importlib.util.spec_from_file_location(f"rmas_config_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  if not hasattr(module, "get_config"):
+    raise ValueError(f"{path}: defines no get_config()")
+  config = module.get_config(preset or None)
+  validate(config)
+  return config
