@@ -6,7 +6,7 @@ import os
 
 import jax
 
-from rmas_jax.weights.tokenizer import cache_root
+from rmas_jax.user_cache import cache_root
 
 
 def enable_compilation_cache() -> str:

@@ -21,9 +21,12 @@ def load_hf_model(
     raise ModelLoadError(f"{directory}: not a directory")
   cfg = arch_from_dir(directory)
   ckpt = SafetensorsCheckpoint(directory)
-  return build_model(
-    cfg, ckpt.get, ckpt.keys(), dtype=dtype, scan_layers=scan_layers, where=directory, progress=progress
-  )
+  try:
+    return build_model(
+      cfg, ckpt.get, ckpt.keys(), dtype=dtype, scan_layers=scan_layers, where=directory, progress=progress
+    )
+  finally:
+    ckpt.close()
 
 
 def download_hub_model(repo_id: str) -> str:

@@ -17,8 +17,8 @@ import zipfile
 
 from tqdm.auto import tqdm
 
+from rmas_jax.user_cache import cache_root
 from rmas_jax.weights.errors import ModelLoadError
-from rmas_jax.weights.tokenizer import cache_root
 
 
 @dataclasses.dataclass(frozen=True)

@@ -47,6 +47,12 @@ class SafetensorsCheckpoint:
   def keys(self) -> list[str]:
     return list(self.weight_map)
 
+  def close(self) -> None:
+    """Releases the shard files opened so far."""
+    for handle in self._handles.values():
+      handle.__exit__(None, None, None)
+    self._handles.clear()
+
   def get(self, name: str) -> np.ndarray:
     """One tensor by HF name."""
     shard = self.weight_map[name]

@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import os
 
+from rmas_jax.user_cache import cache_root
 from rmas_jax.weights.errors import ModelLoadError
 
 # Turn formats for files that ship none. Gemma's turn markers are the model's own format.
@@ -20,11 +21,6 @@ FALLBACK_CHAT_TEMPLATES = {
   ),
 }
 END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>")
-
-
-def cache_root() -> str:
-  """The user cache directory of rmas-jax (`$RMAS_JAX_CACHE`, else `~/.cache/rmas_jax`)."""
-  return os.environ.get("RMAS_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rmas_jax")
 
 
 def tokenizer_from_dir(directory: str):
