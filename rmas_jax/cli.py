@@ -97,7 +97,11 @@ def run_ask(args) -> str:
   if config.style not in PATTERNS:
     raise ValueError(f"config.style: {config.style!r}; expected one of {sorted(PATTERNS)}")
   enable_compilation_cache()
-  loaded = {a["role"]: load_pretrained(a["model"], dtype=config.dtype) for a in config.agents}
+  by_spec = {}  # roles that name the same model share one copy of its weights
+  for a in config.agents:
+    if a["model"] not in by_spec:
+      by_spec[a["model"]] = load_pretrained(a["model"], dtype=config.dtype)
+  loaded = {a["role"]: by_spec[a["model"]] for a in config.agents}
   system = build_system(PATTERNS[config.style], {r: p.model for r, p in loaded.items()}, seed=config.seed)
   print("note: the links are freshly initialised (training and checkpoints are not implemented yet)", file=sys.stderr)
   answer = ask(system, {r: p.tokenizer for r, p in loaded.items()}, [args.question], rounds=args.rounds,

@@ -83,3 +83,18 @@ def test_assembled_prompt_result_independent_of_batch_mates():
   together = last_state(prompts, latents)
   alone = last_state(prompts[:1], latents[:, :1])
   np.testing.assert_allclose(np.asarray(together[0]), np.asarray(alone[0]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("style", ["sequential", "mixture", "distillation"])
+def test_every_role_prompt_has_the_slots_its_pattern_fills(smollm_tokenizer, style):
+  from rmas_jax.patterns.ask import PROMPTS
+  from rmas_jax.patterns.graph import PATTERNS
+  from rmas_jax.patterns.system import slot_order
+
+  pattern = PATTERNS[style]
+  assert set(PROMPTS[style]) == set(pattern.roles)
+  for r in (1, 2, 3):
+    for role in pattern.roles:
+      p = PROMPTS[style][role]("What is 2 + 2?", r, 3, "math")
+      seg = segment(smollm_tokenizer, render_chat(smollm_tokenizer, p.system, p.user))
+      assert sorted(seg.slots) == sorted(slot_order(pattern, role, r == 1)), (style, role, r)

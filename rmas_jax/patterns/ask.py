@@ -29,6 +29,14 @@ PROMPTS: dict[str, PromptBook] = {
     "critic": lambda q, r, n, task: roles.critic(q),
     "solver": lambda q, r, n, task: roles.solver(q, task),
   },
+  "mixture": {
+    **{f"{d}_expert": (lambda q, r, n, task, d=d: roles.expert(d, q, r, n)) for d in roles.EXPERT_DOMAINS},
+    "summarizer": lambda q, r, n, task: roles.summarizer(q, task),
+  },
+  "distillation": {
+    "expert": lambda q, r, n, task: roles.distill_expert(q, r, n),
+    "learner": lambda q, r, n, task: roles.learner(q, task),
+  },
 }
 
 

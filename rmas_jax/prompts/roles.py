@@ -1,5 +1,7 @@
-"""Role prompts of the sequential style, in our own words, with the same roles and slot structure as the
-public release: planner -> critic -> solver, and from round 2 on the solver's thoughts back to the planner.
+"""Role prompts in our own words, with the same roles and slot structure as the public release: sequential
+(planner -> critic -> solver, the solver's thoughts back to the planner from round 2), mixture (three domain
+experts -> summarizer, the summarizer's thoughts back to each expert) and distillation (expert -> learner, the
+learner's thoughts back to the expert). Deliberation's prompts wait for its tools.
 
 Unlike the release, a later round says which round it is (the release prints "round 2" in every later round).
 """
@@ -68,5 +70,67 @@ def solver(question: str, task: str = "math") -> RolePrompt:
     f"Improved plan:\n{slot('refined_plan')}\n\n"
     f"Problem:\n{question}\n\n"
     f"{FINAL_INSTRUCTIONS[task]}"
+  )
+  return RolePrompt(SYSTEM, user)
+
+
+# --- mixture: three domain experts, one summarizer ---------------------------------------------------------
+
+EXPERT_DOMAINS = ("math", "code", "science")
+
+
+def expert(domain: str, question: str, round_index: int, rounds: int) -> RolePrompt:
+  """A domain expert of the mixture style; from round 2 on it reads the summarizer's feedback."""
+  if domain not in EXPERT_DOMAINS:
+    raise ValueError(f"expert domain {domain!r}: expected one of {EXPERT_DOMAINS}")
+  parts = [f"Your role is the {domain} expert. Look at the problem from the {domain} side only and note briefly "
+           "what matters for solving it; another agent will combine your notes with other experts'."]  # fmt: skip
+  if round_index > 1:
+    parts.append(
+      f"This is round {round_index} of {rounds}. Signal from the summarizer in the previous round:\n"
+      f"{slot('feedback')}\nTreat the signal as a hint; the problem statement always wins."
+    )
+  parts.append(f"Problem:\n{question}")
+  return RolePrompt(SYSTEM, "\n\n".join(parts))
+
+
+def summarizer(question: str, task: str = "math") -> RolePrompt:
+  """The mixture's summarizer reads the three experts' thoughts and answers."""
+  if task not in FINAL_INSTRUCTIONS:
+    raise ValueError(f"task {task!r}: expected one of {sorted(FINAL_INSTRUCTIONS)}")
+  user = (
+    "Your role is the summarizer. Three experts have looked at the problem.\n\n"
+    f"Math expert:\n{slot('math')}\n\nCode expert:\n{slot('code')}\n\nScience expert:\n{slot('science')}\n\n"
+    "Use what helps and ignore what does not.\n\n"
+    f"Problem:\n{question}\n\n{FINAL_INSTRUCTIONS[task]}"
+  )
+  return RolePrompt(SYSTEM, user)
+
+
+# --- distillation: an expert guides a learner ----------------------------------------------------------------
+
+
+def distill_expert(question: str, round_index: int, rounds: int) -> RolePrompt:
+  """The distillation expert writes guidance (not the answer); from round 2 on it reads the learner's feedback."""
+  parts = ["Your role is the expert. Write a short numbered plan that a less experienced agent can carry out. "
+           "Do not give the final answer."]  # fmt: skip
+  if round_index > 1:
+    parts.append(
+      f"This is round {round_index} of {rounds}. Signal from the learner in the previous round:\n"
+      f"{slot('feedback')}\nTreat the signal as a hint; the problem statement always wins."
+    )
+  parts.append(f"Problem:\n{question}")
+  return RolePrompt(SYSTEM, "\n\n".join(parts))
+
+
+def learner(question: str, task: str = "math") -> RolePrompt:
+  """The distillation learner follows the expert's guidance and answers."""
+  if task not in FINAL_INSTRUCTIONS:
+    raise ValueError(f"task {task!r}: expected one of {sorted(FINAL_INSTRUCTIONS)}")
+  user = (
+    "Your role is the learner.\n\n"
+    f"Guidance from the expert:\n{slot('expert')}\n\n"
+    "Follow the guidance where it fits the problem; the problem statement always wins.\n\n"
+    f"Problem:\n{question}\n\n{FINAL_INSTRUCTIONS[task]}"
   )
   return RolePrompt(SYSTEM, user)
