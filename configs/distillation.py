@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from base import base_config  # noqa: E402
+from base import style_config  # noqa: E402
 
 PRESETS = {
   "default": [("expert", "qwen2.5-coder-0.5b-instruct"), ("learner", "smollm2-135m-instruct")],
@@ -19,11 +19,4 @@ PRESETS = {
 
 
 def get_config(preset: str | None = None):
-  preset = preset or "default"
-  if preset not in PRESETS:
-    raise ValueError(f"configs/distillation.py: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-  c = base_config()
-  c.style = "distillation"
-  c.preset = preset
-  c.agents = [{"role": role, "model": model} for role, model in PRESETS[preset]]
-  return c
+  return style_config("distillation", PRESETS, preset, "configs/distillation.py")

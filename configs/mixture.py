@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from base import base_config  # noqa: E402
+from base import style_config  # noqa: E402
 
 PRESETS = {
   "default": [
@@ -29,11 +29,4 @@ PRESETS = {
 
 
 def get_config(preset: str | None = None):
-  preset = preset or "default"
-  if preset not in PRESETS:
-    raise ValueError(f"configs/mixture.py: unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-  c = base_config()
-  c.style = "mixture"
-  c.preset = preset
-  c.agents = [{"role": role, "model": model} for role, model in PRESETS[preset]]
-  return c
+  return style_config("mixture", PRESETS, preset, "configs/mixture.py")

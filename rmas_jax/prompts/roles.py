@@ -23,6 +23,21 @@ FINAL_INSTRUCTIONS = {
 }
 
 
+def final_instruction(task: str) -> str:
+  """The decoder's closing instruction for a task kind."""
+  if task not in FINAL_INSTRUCTIONS:
+    raise ValueError(f"task {task!r}: expected one of {sorted(FINAL_INSTRUCTIONS)}")
+  return FINAL_INSTRUCTIONS[task]
+
+
+def feedback_paragraph(sender: str, round_index: int, rounds: int) -> str:
+  """The later-round paragraph that names the round and holds the `feedback` slot."""
+  return (
+    f"This is round {round_index} of {rounds}. Signal from the {sender} in the previous round:\n"
+    f"{slot('feedback')}\nTreat the signal as a hint; the problem statement always wins."
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class RolePrompt:
   """System and user text of one agent's turn; the user text may hold slot markers."""
@@ -63,13 +78,11 @@ def critic(question: str) -> RolePrompt:
 
 def solver(question: str, task: str = "math") -> RolePrompt:
   """The solver reads the critic's thoughts in the `refined_plan` slot and answers."""
-  if task not in FINAL_INSTRUCTIONS:
-    raise ValueError(f"task {task!r}: expected one of {sorted(FINAL_INSTRUCTIONS)}")
   user = (
     "Your role is the solver.\n\n"
     f"Improved plan:\n{slot('refined_plan')}\n\n"
     f"Problem:\n{question}\n\n"
-    f"{FINAL_INSTRUCTIONS[task]}"
+    f"{final_instruction(task)}"
   )
   return RolePrompt(SYSTEM, user)
 
@@ -86,23 +99,18 @@ def expert(domain: str, question: str, round_index: int, rounds: int) -> RolePro
   parts = [f"Your role is the {domain} expert. Look at the problem from the {domain} side only and note briefly "
            "what matters for solving it; another agent will combine your notes with other experts'."]  # fmt: skip
   if round_index > 1:
-    parts.append(
-      f"This is round {round_index} of {rounds}. Signal from the summarizer in the previous round:\n"
-      f"{slot('feedback')}\nTreat the signal as a hint; the problem statement always wins."
-    )
+    parts.append(feedback_paragraph("summarizer", round_index, rounds))
   parts.append(f"Problem:\n{question}")
   return RolePrompt(SYSTEM, "\n\n".join(parts))
 
 
 def summarizer(question: str, task: str = "math") -> RolePrompt:
   """The mixture's summarizer reads the three experts' thoughts and answers."""
-  if task not in FINAL_INSTRUCTIONS:
-    raise ValueError(f"task {task!r}: expected one of {sorted(FINAL_INSTRUCTIONS)}")
   user = (
     "Your role is the summarizer. Three experts have looked at the problem.\n\n"
     f"Math expert:\n{slot('math')}\n\nCode expert:\n{slot('code')}\n\nScience expert:\n{slot('science')}\n\n"
     "Use what helps and ignore what does not.\n\n"
-    f"Problem:\n{question}\n\n{FINAL_INSTRUCTIONS[task]}"
+    f"Problem:\n{question}\n\n{final_instruction(task)}"
   )
   return RolePrompt(SYSTEM, user)
 
@@ -115,22 +123,17 @@ def distill_expert(question: str, round_index: int, rounds: int) -> RolePrompt:
   parts = ["Your role is the expert. Write a short numbered plan that a less experienced agent can carry out. "
            "Do not give the final answer."]  # fmt: skip
   if round_index > 1:
-    parts.append(
-      f"This is round {round_index} of {rounds}. Signal from the learner in the previous round:\n"
-      f"{slot('feedback')}\nTreat the signal as a hint; the problem statement always wins."
-    )
+    parts.append(feedback_paragraph("learner", round_index, rounds))
   parts.append(f"Problem:\n{question}")
   return RolePrompt(SYSTEM, "\n\n".join(parts))
 
 
 def learner(question: str, task: str = "math") -> RolePrompt:
   """The distillation learner follows the expert's guidance and answers."""
-  if task not in FINAL_INSTRUCTIONS:
-    raise ValueError(f"task {task!r}: expected one of {sorted(FINAL_INSTRUCTIONS)}")
   user = (
     "Your role is the learner.\n\n"
     f"Guidance from the expert:\n{slot('expert')}\n\n"
     "Follow the guidance where it fits the problem; the problem statement always wins.\n\n"
-    f"Problem:\n{question}\n\n{FINAL_INSTRUCTIONS[task]}"
+    f"Problem:\n{question}\n\n{final_instruction(task)}"
   )
   return RolePrompt(SYSTEM, user)
