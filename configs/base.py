@@ -8,8 +8,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.style = ""
   c.seed = 0
   c.dtype = "float32"  # bfloat16 on GPU/TPU; XLA's CPU backend runs bf16 matmuls several times slower
-  c.agents = []  # list of {"role": str, "model": registry name | .gguf path | HF directory | hub id}
+  c.agents = []  # list of {"role": str, "model": registry name | .gguf path | HF directory | hub id | tiny:...}
+  c.task = "math"  # the decoder's final instruction: math, choice, code or reasoning
+  # A pattern declared here replaces the built-in one of `style`: {name, roles, edges: [{src, dst, slot,
+  # feedback}], decoder}; prompts declared here replace the written ones: {role: {system, first, later}}.
+  c.pattern = {}
+  c.prompts = {}
+  c.links = ml_collections.ConfigDict(dict(form="official", design="res+2-layer"))
+  c.inference = ml_collections.ConfigDict(dict(rounds=2, latent_steps=16, num_samples=1, stop_strings=[], chunk=16))
   c.generation = ml_collections.ConfigDict(dict(max_new_tokens=256, greedy=True, temperature=1.0, top_p=1.0, top_k=0))
+  c.tools = ml_collections.ConfigDict(
+    dict(enabled=False, names=["python", "search"], search_corpus="", max_calls=5, python_timeout_s=10.0,
+         result_tokens=256)  # fmt: skip
+  )
   return c
 
 

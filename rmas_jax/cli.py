@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 
 from rmas_jax.weights.errors import ModelLoadError
@@ -72,43 +74,58 @@ def _ask_parser(sub) -> None:
   p = sub.add_parser("ask", help="ask a multi-agent system a question; prints only the answer")
   p.add_argument("--config", required=True, help="configs/<style>.py[:preset]")
   p.add_argument("--question", required=True)
-  p.add_argument("--rounds", type=int, default=2, help="recursion rounds R")
-  p.add_argument("--latent-steps", type=int, default=16, help="latent thoughts m per agent and round")
-  p.add_argument("--max-new-tokens", type=int, default=256)
-  p.add_argument("--task", default="math", choices=["math", "choice", "code", "reasoning"])
+  p.add_argument("--rounds", type=int, help="recursion rounds R (default: config.inference.rounds)")
+  p.add_argument("--latent-steps", type=int, help="latent thoughts m per agent and round (config.inference)")
+  p.add_argument("--max-new-tokens", type=int, help="the decoder's budget (config.generation.max_new_tokens)")
+  p.add_argument("--num-samples", type=int, help="answers sampled from the same final latents (pass@k)")
+  p.add_argument("--task", choices=["math", "choice", "code", "reasoning"], help="default: config.task")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="override a config field, e.g. --set generation.greedy=False (repeatable)")  # fmt: skip
+  p.add_argument("--report", help="write the accounting JSON here (an existing file is never overwritten)")
 
 
 def run_ask(args) -> str:
-  """Loads the config's agents, builds the system, answers; accounting goes to stderr."""
+  """Loads the config's agents, builds the system, answers; accounting goes to stderr and `--report`."""
   import json
 
-  from rmas_jax.config_lib import load_config
+  from rmas_jax.config_lib import apply_overrides, load_config, validate
   from rmas_jax.patterns.ask import ask
-  from rmas_jax.patterns.graph import PATTERNS
-  from rmas_jax.patterns.system import build_system
+  from rmas_jax.patterns.from_config import load_system, sampling_of, toolbox_of
+  from rmas_jax.results import write_json_new
   from rmas_jax.runtime import enable_compilation_cache
-  from rmas_jax.weights.pretrained import load_pretrained
 
   if not args.question.strip():
     raise ValueError("--question is empty")
-  if args.rounds < 1 or args.latent_steps < 1 or args.max_new_tokens < 1:
-    raise ValueError("--rounds, --latent-steps and --max-new-tokens must be >= 1")
+  for flag in ("rounds", "latent_steps", "max_new_tokens", "num_samples"):
+    if getattr(args, flag) is not None and getattr(args, flag) < 1:
+      raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+  if args.report and os.path.exists(args.report):
+    raise ValueError(f"--report {args.report}: the file exists; choose a new name (results are never overwritten)")
   config = load_config(args.config)
-  if config.style not in PATTERNS:
-    raise ValueError(f"config.style: {config.style!r}; expected one of {sorted(PATTERNS)}")
+  apply_overrides(config, args.set)
+  for flag, field in (("rounds", "inference.rounds"), ("latent_steps", "inference.latent_steps"),
+                      ("num_samples", "inference.num_samples"), ("max_new_tokens", "generation.max_new_tokens"),
+                      ("task", "task")):  # fmt: skip
+    if getattr(args, flag) is not None:
+      apply_overrides(config, [f"{field}={getattr(args, flag)!r}"])
+  validate(config)
   enable_compilation_cache()
-  by_spec = {}  # roles that name the same model share one copy of its weights
-  for a in config.agents:
-    if a["model"] not in by_spec:
-      by_spec[a["model"]] = load_pretrained(a["model"], dtype=config.dtype)
-  loaded = {a["role"]: by_spec[a["model"]] for a in config.agents}
-  system = build_system(PATTERNS[config.style], {r: p.model for r, p in loaded.items()}, seed=config.seed)
+  loaded = load_system(config)
+  tools = toolbox_of(config)
   print("note: the links are freshly initialised (training and checkpoints are not implemented yet)", file=sys.stderr)
-  answer = ask(system, {r: p.tokenizer for r, p in loaded.items()}, [args.question], rounds=args.rounds,
-               steps=args.latent_steps, max_new_tokens=args.max_new_tokens, task=args.task)[0]  # fmt: skip
-  record = {k: v for k, v in vars(answer).items() if k not in ("question", "text")}
-  print(json.dumps(record), file=sys.stderr)
-  return answer.text
+  inf = config.inference
+  result = ask(loaded.system, loaded.tokenizers, [args.question], rounds=inf.rounds, steps=inf.latent_steps,
+               max_new_tokens=config.generation.max_new_tokens, task=config.task, sampling=sampling_of(config),
+               prompts=loaded.prompts, stop_strings=tuple(inf.stop_strings), tools=tools,
+               num_samples=inf.num_samples, chunk=inf.chunk, max_tool_tokens=config.tools.result_tokens)  # fmt: skip
+  answer = result.answers[0]
+  report = dict(result.accounting, config=args.config, models=loaded.models, answer=dataclasses.asdict(answer))
+  print(json.dumps(result.accounting), file=sys.stderr)
+  if args.report:
+    write_json_new(args.report, report)
+  if len(answer.samples) == 1:
+    return answer.text
+  return "\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(answer.samples))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rmas_jax.patterns.graph import PATTERNS
 from rmas_jax.weights.build import DTYPES
 from rmas_jax.weights.errors import ModelLoadError
 from rmas_jax.weights.pretrained import resolve
@@ -11,6 +12,8 @@ def validate(config) -> None:
   """Raises ValueError naming the first bad field of `config`."""
   if not config.get("style"):
     raise ValueError("config.style: empty; expected sequential, mixture, distillation or deliberation")
+  if not config.get("pattern") and config.style not in PATTERNS:
+    raise ValueError(f"config.style: {config.style!r} is not built in ({', '.join(PATTERNS)}); declare config.pattern")
   if config.dtype not in DTYPES:
     raise ValueError(f"config.dtype: {config.dtype!r}; expected one of {sorted(DTYPES)}")
   if not config.agents:
@@ -28,6 +31,11 @@ def validate(config) -> None:
       raise ValueError(f"config.agents[{i}].model: {e}") from None
   if config.generation.max_new_tokens < 1:
     raise ValueError(f"config.generation.max_new_tokens: {config.generation.max_new_tokens}; expected >= 1")
+  inference = config.get("inference")
+  if inference is not None:
+    for key in ("rounds", "latent_steps", "num_samples", "chunk"):
+      if inference[key] < 1:
+        raise ValueError(f"config.inference.{key}: {inference[key]}; expected >= 1")
 
 
 def preflight(config, job: str) -> int:
@@ -67,3 +75,29 @@ def load_config(spec: str):
   config = module.get_config(preset or None)
   validate(config)
   return config
+
+
+def apply_overrides(config, assignments) -> None:
+  """Applies `key.sub=value` strings to `config` in place; values are Python literals or else plain strings."""
+  import ast
+
+  for item in assignments:
+    key, eq, raw = item.partition("=")
+    if not eq or not key:
+      raise ValueError(f"override {item!r}: expected KEY=VALUE, e.g. generation.greedy=False")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    *parents, leaf = key.split(".")
+    node = config
+    for part in parents:
+      if part not in node:
+        raise ValueError(f"override {item!r}: config has no field {key!r}")
+      node = node[part]
+    if leaf not in node:
+      raise ValueError(f"override {item!r}: config has no field {key!r}")
+    try:
+      node[leaf] = value
+    except TypeError as e:
+      raise ValueError(f"override {item!r}: {e}") from None

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from rmas_jax.generation.sampler import SamplingConfig, bucket, choose_tokens, generate
+from rmas_jax.generation.decode_state import choose_tokens
+from rmas_jax.generation.sampler import SamplingConfig, bucket, generate
 from rmas_jax.weights.hf_checkpoint import load_hf_model
 from tiny_models import left_padded_batch, make_hf_model, tiny_configs
 

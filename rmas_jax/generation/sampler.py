@@ -1,22 +1,22 @@
-"""Text generation: bucketed, left-padded prefill into a KV cache, then a jit-compiled `while_loop` of decode
-steps with greedy or temperature/top-k/top-p sampling, stopping per example at a stop token.
+"""Text generation: bucketed, left-padded prefill into a KV cache, then jit-compiled decode steps with greedy or
+temperature/top-k/top-p sampling, stopping per example at a stop token.
 
-Everything per call lives in one `SamplerState`; the model's weights are an argument of the compiled functions,
-never closed over, and sampling settings are traced values, so changing them does not recompile.
+`generate` and `generate_from_embeddings` run the whole budget in one compiled loop. `generate_text` also watches
+the text: it decodes in chunks and, between chunks, cuts an example at a stop string or lets a watcher cut it and
+insert text (a tool's result) that the model reads before it goes on. The device side lives in `decode_state`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rmas_jax.models.kv_cache import KVCache
+from rmas_jax.generation.decode_state import append, decode_steps, prefill, rewind
 from rmas_jax.models.transformer import CausalLM
 
 MIN_BUCKET = 16
@@ -36,87 +36,6 @@ class SamplingConfig:
   top_k: int = 0
   top_p: float = 1.0
   seed: int = 0
-
-
-@jax.tree_util.register_dataclass
-@dataclasses.dataclass
-class SamplerState:
-  """The whole decode loop's state.
-
-  Attributes:
-    cache: the KV cache after the prompt and the tokens so far.
-    logits: `[B, V]` next-token logits.
-    tokens: `[B, N]` generated ids (stop token included, padding after).
-    length: `[B]` number of generated tokens per example.
-    done: `[B]` whether an example has emitted a stop token.
-    step: scalar step counter.
-    rng: PRNG key.
-  """
-
-  cache: KVCache
-  logits: jax.Array
-  tokens: jax.Array
-  length: jax.Array
-  done: jax.Array
-  step: jax.Array
-  rng: jax.Array
-
-
-def choose_tokens(logits, rng, greedy: bool, temperature, top_k, top_p) -> jax.Array:
-  """Next ids `[B]` from logits `[B, V]`: argmax, or sampling after temperature, then top-k, then top-p."""
-  if greedy:
-    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  logits = logits / jnp.maximum(temperature, 1e-6)
-  order = jnp.argsort(-logits, axis=-1)
-  sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
-  rank = jnp.arange(logits.shape[-1])[None, :]
-  keep = jnp.where(top_k > 0, rank < top_k, True)
-  probs = jax.nn.softmax(jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
-  before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
-  keep &= (before < top_p) | (rank == 0)
-  choice = jax.random.categorical(rng, jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
-  return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "cache_length"))
-def _prefill(graphdef, state, ids, embeds, mask, cache_length: int):
-  model = nnx.merge(graphdef, state)
-  cache = KVCache.init(model.cfg, mask.shape[0], cache_length, model.dtype)
-  out = model(ids, inputs_embeds=embeds, attention_mask=mask, cache=cache, return_logits=False)
-  return out.cache, model.logits(out.hidden[:, -1:])[:, 0]  # left padding: the last slot is always real
-
-
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "greedy"))
-def _decode(
-  graphdef, state, cache, logits, stop_ids, rng, temperature, top_k, top_p, max_new_tokens: int, greedy: bool
-):
-  model = nnx.merge(graphdef, state)
-  b = logits.shape[0]
-  init = SamplerState(
-    cache=cache,
-    logits=logits,
-    tokens=jnp.zeros((b, max_new_tokens), jnp.int32),
-    length=jnp.zeros((b,), jnp.int32),
-    done=jnp.zeros((b,), bool),
-    step=jnp.zeros((), jnp.int32),
-    rng=rng,
-  )
-
-  def cond(s: SamplerState):
-    return (s.step < max_new_tokens) & ~jnp.all(s.done)
-
-  def body(s: SamplerState):
-    rng, key = jax.random.split(s.rng)
-    token = choose_tokens(s.logits, key, greedy, temperature, top_k, top_p)
-    token = jnp.where(s.done, 0, token)
-    tokens = s.tokens.at[:, s.step].set(token)
-    length = s.length + (~s.done).astype(jnp.int32)
-    done = s.done | jnp.isin(token, stop_ids)
-    out = model(token[:, None], cache=s.cache)
-    return SamplerState(out.cache, out.logits[:, -1], tokens, length, done, s.step + 1, rng)
-
-  final = jax.lax.while_loop(cond, body, init)
-  return final.tokens, final.length
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -171,24 +90,183 @@ def generate_from_embeddings(
   return _generate(model, None, inputs_embeds, attention_mask, max_new_tokens, stop_ids, sampling)
 
 
-def _generate(model, ids, embeds, mask, max_new_tokens, stop_ids, sampling) -> list[list[int]]:
-  if max_new_tokens < 1:
-    raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-  graphdef, state = nnx.split(model)
-  t = mask.shape[1]
-  cache, logits = _prefill(graphdef, state, ids, embeds, mask, t + bucket(max_new_tokens))
-  tokens, length = _decode(
-    graphdef,
-    state,
-    cache,
-    logits,
-    jnp.asarray(np.array(list(stop_ids) or [-1], np.int32)),
-    jax.random.key(sampling.seed),
-    jnp.float32(sampling.temperature),
-    jnp.int32(sampling.top_k),
-    jnp.float32(sampling.top_p),
-    max_new_tokens=max_new_tokens,
+
+
+@dataclasses.dataclass(frozen=True)
+class Interrupt:
+  """What the host does to one example between decode chunks.
+
+  Attributes:
+    cut: keep the example's text up to this character index (generated tokens past it are forgotten).
+    insert: text the model reads next (e.g. a tool's result), not counted as generated.
+    stop: the example ends after the insertion.
+  """
+
+  cut: int
+  insert: str = ""
+  stop: bool = False
+
+
+# (example index, its text so far, where its newest generated text starts) -> an interrupt or None
+Watcher = Callable[[int, str, int], "Interrupt | None"]
+
+
+@dataclasses.dataclass
+class TextResult:
+  """One example's generation.
+
+  Attributes:
+    text: generated text with insertions, cut at a stop string (which is left out); special tokens skipped.
+    ids: the generated ids kept (stop token included; inserted text excluded).
+    inserted_tokens: tokens of inserted text the model read.
+    interrupts: how many times the watcher cut in.
+    finish: why it ended: `stop_id`, `stop_string`, `watcher` (an interrupt with stop), `length` (the budget) or
+      `cache_full` (insertions used up the room the caller gave them).
+  """
+
+  text: str
+  ids: list[int]
+  inserted_tokens: int = 0
+  interrupts: int = 0
+  finish: str = ""
+
+
+def _step_args(stop_ids: Sequence[int], sampling: SamplingConfig):
+  return dict(
+    stop_ids=jnp.asarray(np.array(list(stop_ids) or [-1], np.int32)),
+    temperature=jnp.float32(sampling.temperature),
+    top_k=jnp.int32(sampling.top_k),
+    top_p=jnp.float32(sampling.top_p),
     greedy=sampling.greedy,
   )
-  tokens, length = np.asarray(tokens), np.asarray(length)
+
+
+def _start(model, ids, embeds, mask, budget: int, room: int, sampling: SamplingConfig):
+  if budget < 1:
+    raise ValueError(f"max_new_tokens must be >= 1, got {budget}")
+  graphdef, state = nnx.split(model)
+  cache_length = mask.shape[1] + bucket(budget + room)
+  s = prefill(graphdef, state, ids, embeds, mask, jax.random.key(sampling.seed), cache_length=cache_length,
+              budget=budget)  # fmt: skip
+  return graphdef, state, s
+
+
+def _generate(model, ids, embeds, mask, max_new_tokens, stop_ids, sampling) -> list[list[int]]:
+  graphdef, state, s = _start(model, ids, embeds, mask, max_new_tokens, 0, sampling)
+  s = decode_steps(graphdef, state, s, max_steps=jnp.int32(max_new_tokens), **_step_args(stop_ids, sampling))
+  tokens, length = np.asarray(s.tokens), np.asarray(s.length)
   return [tokens[i, : length[i]].tolist() for i in range(mask.shape[0])]
+
+
+def _tokens_reaching(tokenizer, ids: list[int], chars: int) -> int:
+  """The fewest leading `ids` whose text is at least `chars` characters long."""
+  lo, hi = 0, len(ids)
+  while lo < hi:
+    mid = (lo + hi) // 2
+    if len(tokenizer.decode(ids[:mid], skip_special_tokens=True)) >= chars:
+      hi = mid
+    else:
+      lo = mid + 1
+  return lo
+
+
+def _first_stop(text: str, start: int, stop_strings: Sequence[str]) -> Interrupt | None:
+  hits = [i for i in (text.find(s, start) for s in stop_strings) if i >= 0]
+  return Interrupt(cut=min(hits), stop=True) if hits else None
+
+
+def _finish_reason(done: bool, length: int, budget: int) -> str:
+  return "stop_id" if done else "length" if length >= budget else "cache_full"
+
+
+def generate_text(
+  model: CausalLM,
+  tokenizer,
+  *,
+  input_ids: jax.Array | None = None,  # [B, T]
+  inputs_embeds: jax.Array | None = None,  # [B, T, D]
+  attention_mask: jax.Array,  # [B, T] left padding
+  max_new_tokens: int,
+  stop_ids: Sequence[int] = (),
+  stop_strings: Sequence[str] = (),
+  watcher: Watcher | None = None,
+  sampling: SamplingConfig = SamplingConfig(),
+  chunk: int = 16,
+  max_insert_tokens: int = 256,
+  insert_room: int = 0,
+) -> list[TextResult]:
+  """Generates text while watching it between chunks of `chunk` decode steps.
+
+  Args:
+    model: the decoder.
+    tokenizer: its tokenizer (decodes the text; encodes insertions).
+    input_ids: the prompt as ids, or
+    inputs_embeds: the prompt as input vectors (exactly one of the two).
+    attention_mask: 1 for real prompt slots; the last slot must be real.
+    max_new_tokens: generated tokens per example, insertions excluded; shared across a tool loop's continuations.
+    stop_ids: ids that end an example.
+    stop_strings: text that ends an example; the text is cut before it.
+    watcher: called for each unfinished example after each chunk; may cut its text and insert some.
+    sampling: greedy or sampling settings.
+    chunk: decode steps between looks at the text.
+    max_insert_tokens: an insertion is cut to this many tokens.
+    insert_room: extra cache slots for insertions and forgotten tokens (a watcher's cuts waste up to `chunk`).
+
+  Returns:
+    One `TextResult` per example.
+  """
+  if chunk < 1:
+    raise ValueError(f"chunk must be >= 1, got {chunk}")
+  graphdef, state, s = _start(model, input_ids, inputs_embeds, attention_mask, max_new_tokens, insert_room, sampling)
+  step_args = _step_args(stop_ids, sampling)
+  b = attention_mask.shape[0]
+  results = [TextResult("", []) for _ in range(b)]
+  seg_start = np.zeros(b, np.int64)  # where each example's open segment starts in `s.tokens`
+  finished = np.zeros(b, bool)
+  while not finished.all():
+    s = decode_steps(graphdef, state, s, max_steps=jnp.int32(chunk), **step_args)
+    tokens, length, done = np.asarray(s.tokens), np.asarray(s.length), np.asarray(s.done)
+    full = int(s.cache.end) >= s.cache.length
+    drop, stop = np.zeros(b, np.int32), np.zeros(b, bool)
+    inserts: dict[int, list[int]] = {}
+    for i in np.flatnonzero(~finished):
+      r = results[i]
+      seg = tokens[i, seg_start[i] : length[i]].tolist()
+      cursor = len(r.text)
+      text = r.text + tokenizer.decode(seg, skip_special_tokens=True)
+      cut = _first_stop(text, cursor, stop_strings)
+      reason = "stop_string"
+      seen = watcher(int(i), text, cursor) if watcher is not None else None
+      if seen is not None and (cut is None or seen.cut < cut.cut):
+        cut, reason = seen, "watcher"
+        r.interrupts += 1
+      if cut is None:
+        if done[i] or length[i] >= max_new_tokens or full:
+          r.text, r.ids, finished[i] = text, r.ids + seg, True
+          r.finish = _finish_reason(done[i], length[i], max_new_tokens)
+        continue
+      keep = _tokens_reaching(tokenizer, seg, cut.cut - cursor)
+      drop[i] = len(seg) - keep
+      r.ids += seg[:keep]
+      r.text = text[: cut.cut] + cut.insert
+      seg_start[i] = length[i] - drop[i]
+      if cut.insert:
+        inserts[int(i)] = tokenizer(cut.insert, add_special_tokens=False)["input_ids"][:max_insert_tokens]
+      stop[i] = cut.stop or full or seg_start[i] >= max_new_tokens
+      finished[i] = stop[i]
+      if stop[i]:
+        r.finish = reason if cut.stop else _finish_reason(False, seg_start[i], max_new_tokens)
+    if drop.any() or stop.any():
+      s = rewind(s, jnp.asarray(drop), jnp.asarray(stop))
+    if inserts:
+      room = s.cache.length - int(s.cache.end)
+      if room <= 0:  # the cache is full: nothing more can be read
+        for i in np.flatnonzero(~finished):
+          results[i].finish, finished[i] = "cache_full", True
+        break
+      width = min(bucket(max(len(v) for v in inserts.values()), minimum=8), room)
+      ids, mask = left_pad([inserts.get(i, [])[:width] for i in range(b)], width)
+      for i, v in inserts.items():
+        results[i].inserted_tokens += min(len(v), width)
+      s = append(graphdef, state, s, jnp.asarray(ids), jnp.asarray(mask))
+  return results

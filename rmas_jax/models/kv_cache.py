@@ -1,7 +1,9 @@
 """Functional key/value cache: a pytree passed into and returned from the model, never stored in modules.
 
 Slots are written left to right. A batch of prompts is left-padded; a padded slot is never attended, and each
-example keeps its own rotary position counter, so an example's numbers do not depend on its batch-mates.
+example keeps its own rotary position counter, so an example's numbers do not depend on its batch-mates. Each
+slot remembers its position, and sliding windows count positions, not slots: a slot that was masked or forgotten
+(padding fed mid-sequence, tokens the sampler rewound) leaves a gap in the slots but not in the window.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class KVCache:
     k: keys `[L, B, K, S, hd]` (already rotated); heads before slots so one head's keys are contiguous.
     v: values `[L, B, K, S, hd]`.
     valid: `[B, S]` True where a slot holds a real token.
+    pos: `[B, S]` int32 rotary position of each slot's token (meaningless where not valid).
     end: int32 scalar, the next slot to write (shared by the batch).
     next_pos: `[B]` int32, the rotary position the next real token of each example takes.
   """
@@ -30,6 +33,7 @@ class KVCache:
   k: jax.Array
   v: jax.Array
   valid: jax.Array
+  pos: jax.Array
   end: jax.Array
   next_pos: jax.Array
 
@@ -41,6 +45,7 @@ class KVCache:
       k=jnp.zeros(shape, dtype),
       v=jnp.zeros(shape, dtype),
       valid=jnp.zeros((batch, length), bool),
+      pos=jnp.zeros((batch, length), jnp.int32),
       end=jnp.zeros((), jnp.int32),
       next_pos=jnp.zeros((batch,), jnp.int32),
     )
@@ -55,9 +60,12 @@ def slot_mask(
   key_slots: jax.Array,  # [S] int32
   valid: jax.Array,  # [B, S] bool
   window: int | None,
+  query_pos: jax.Array | None = None,  # [B, T] int32
+  key_pos: jax.Array | None = None,  # [B, S] int32
 ) -> jax.Array:
-  """`[B, T, S]` causal mask over slots, restricted to valid keys and, if given, to the last `window` slots."""
-  allowed = key_slots[None, :] <= query_slots[:, None]  # [T, S]
+  """`[B, T, S]` causal mask over slots, restricted to valid keys and, if given, to keys fewer than `window`
+  positions behind the query."""
+  allowed = (key_slots[None, :] <= query_slots[:, None])[None] & valid[:, None, :]  # [B, T, S]
   if window is not None:
-    allowed &= query_slots[:, None] - key_slots[None, :] < window
-  return allowed[None, :, :] & valid[:, None, :]
+    allowed &= query_pos[:, :, None] - key_pos[:, None, :] < window
+  return allowed

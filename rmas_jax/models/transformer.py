@@ -204,6 +204,7 @@ class CausalLM(nnx.Module):
       start, base_pos = cache.end, cache.next_pos
       valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, new_valid, start, axis=1)
     positions = base_pos[:, None] + jnp.maximum(counted - 1, 0)  # [B, T]
+    slot_pos = None if cache is None else jax.lax.dynamic_update_slice_in_dim(cache.pos, positions, start, axis=1)
     query_slots = start + jnp.arange(t, dtype=jnp.int32)
 
     cfg = self.cfg
@@ -212,12 +213,13 @@ class CausalLM(nnx.Module):
     is_sliding = np.array([kind == "sliding_attention" for kind in cfg.layer_types])
     # Keys are the cached slots (if any) followed by this call's tokens, in the order the attention scores them.
     if cache is None:
-      key_slots, key_valid = query_slots, new_valid
+      key_slots, key_valid, key_pos = query_slots, new_valid, positions
     else:
       key_slots = jnp.concatenate([jnp.arange(cache.length, dtype=jnp.int32), query_slots])
       key_valid = jnp.concatenate([cache.valid, new_valid], axis=1)
+      key_pos = jnp.concatenate([cache.pos, positions], axis=1)
     mask_full = slot_mask(query_slots, key_slots, key_valid, None)
-    mask_slide = slot_mask(query_slots, key_slots, key_valid, self.cfg.sliding_window)
+    mask_slide = slot_mask(query_slots, key_slots, key_valid, self.cfg.sliding_window, positions, key_pos)
 
     tables = dict(cos_l=cos_l, sin_l=sin_l, cos_g=cos_g, sin_g=sin_g, mask_slide=mask_slide, mask_full=mask_full)
     run = self._scanned_layers if self.scan_layers else self._unrolled_layers
@@ -227,5 +229,7 @@ class CausalLM(nnx.Module):
 
     new_cache = None
     if cache is not None:
-      new_cache = KVCache(k=k_all, v=v_all, valid=valid, end=start + t, next_pos=base_pos + counted[:, -1])
+      new_cache = KVCache(
+        k=k_all, v=v_all, valid=valid, pos=slot_pos, end=start + t, next_pos=base_pos + counted[:, -1]
+      )
     return DecoderOutput(hidden=hidden, logits=logits, cache=new_cache)

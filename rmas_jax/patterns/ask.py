@@ -8,17 +8,18 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rmas_jax.generation.sampler import SamplingConfig, bucket, generate_from_embeddings
+from rmas_jax.accounting import Stages, peak_memory
+from rmas_jax.generation.sampler import Interrupt, SamplingConfig, Watcher, bucket, generate_text
 from rmas_jax.patterns.system import System, run_rounds, slot_order
 from rmas_jax.prompts import roles
 from rmas_jax.prompts.slots import PromptLayout, SegmentedPrompt, layout, render_chat, segment
+from rmas_jax.tools.calls import ToolBox, find_call
 from rmas_jax.weights.tokenizer import stop_token_ids
 
 # style -> role -> (question, round, rounds, task) -> RolePrompt
@@ -37,29 +38,52 @@ PROMPTS: dict[str, PromptBook] = {
     "expert": lambda q, r, n, task: roles.distill_expert(q, r, n),
     "learner": lambda q, r, n, task: roles.learner(q, task),
   },
+  "deliberation": {
+    "reflector": lambda q, r, n, task: roles.reflector(q, r, n),
+    "tool_caller": lambda q, r, n, task: roles.tool_caller(q, task),
+  },
 }
 
 
 @dataclasses.dataclass
 class Answer:
-  """One question's answer and what it cost (times are the batch's, shared by its questions)."""
+  """One question's answer.
+
+  Attributes:
+    question: the question.
+    text: the first sample's text.
+    samples: every sample's text (pass@k re-samples only the final decode).
+    decoded_tokens: generated tokens of each sample (tool results excluded).
+    tool_calls: tool calls of each sample.
+    finish: why each sample ended (see `TextResult.finish`).
+  """
 
   question: str
   text: str
-  decoded_tokens: int
-  latent_steps: int
-  host_s: float
-  rounds_s: float
-  decode_s: float
+  samples: list[str]
+  decoded_tokens: list[int]
+  tool_calls: list[int]
+  finish: list[str]
+
+
+@dataclasses.dataclass
+class AskResult:
+  """Answers of a batch and what the batch cost (the accounting JSON)."""
+
+  answers: list[Answer]
+  accounting: dict
 
 
 def segmented_prompts(system: System, tokenizers: Mapping[str, object], questions: Sequence[str], *, rounds: int,
-                      task: str) -> list[dict[str, list[SegmentedPrompt]]]:  # fmt: skip
-  """`[round][role]` -> one segmented prompt per question, checked against the pattern's slots."""
+                      task: str, book: PromptBook | None = None) -> list[dict[str, list[SegmentedPrompt]]]:  # fmt: skip
+  """`[round][role]` -> one segmented prompt per question, checked against the pattern's slots.
+
+  `book` defaults to the written prompts of a built-in pattern."""
   pattern = system.pattern
-  book = PROMPTS.get(pattern.name)
+  book = book or PROMPTS.get(pattern.name)
   if book is None:
-    raise ValueError(f"no role prompts written for the {pattern.name} pattern yet; known: {sorted(PROMPTS)}")
+    raise ValueError(f"pattern {pattern.name!r} has no written prompts ({sorted(PROMPTS)} do); declare "
+                     "config.prompts for it")  # fmt: skip
   out = []
   for r in range(1, rounds + 1):
     per_role = {}
@@ -94,6 +118,25 @@ def _rounds_fn(graphdef, steps: int):
                                                                steps=steps))  # fmt: skip
 
 
+def latent_steps_by_round(pattern, rounds: int, steps: int) -> dict[str, dict[str, int]]:
+  """`round r` -> role -> latent steps that role runs in that round."""
+  return {
+    f"round {r}": {role: steps for role in pattern.roles if pattern.thinks(role, final_round=r == rounds)}
+    for r in range(1, rounds + 1)
+  }
+
+
+def _tool_watcher(boxes: Sequence[ToolBox]) -> Watcher:
+  def watch(i: int, text: str, cursor: int) -> Interrupt | None:
+    call = find_call(text, cursor)
+    if call is None:
+      return None
+    result = boxes[i].run(call)
+    return Interrupt(cut=call.end, insert=result, stop=boxes[i].exhausted)
+
+  return watch
+
+
 def ask(
   system: System,
   tokenizers: Mapping[str, object],
@@ -104,7 +147,13 @@ def ask(
   max_new_tokens: int,
   task: str = "math",
   sampling: SamplingConfig | None = None,
-) -> list[Answer]:
+  prompts: PromptBook | None = None,
+  stop_strings: Sequence[str] = (),
+  tools: ToolBox | None = None,
+  num_samples: int = 1,
+  chunk: int = 16,
+  max_tool_tokens: int = 256,
+) -> AskResult:
   """Answers a batch of questions with the system.
 
   Args:
@@ -113,37 +162,80 @@ def ask(
     questions: the batch.
     rounds: recursion rounds R (>= 1).
     steps: latent steps m per thinking agent (>= 1).
-    max_new_tokens: the decoder's budget.
+    max_new_tokens: the decoder's budget per sample (shared across a tool loop's continuations).
     task: which final instruction the decoder gets (`math`, `choice`, `code`, `reasoning`).
     sampling: the decoder's sampling settings (default greedy).
+    prompts: role prompt book (default: the written prompts of the pattern).
+    stop_strings: text that ends the decoder's answer.
+    tools: the decoder may call these while it writes (each sample gets a fresh call budget).
+    num_samples: samples per question, drawn from the same final latents (pass@k); needs sampling.
+    chunk: decode steps between looks at the text (stop strings, tools).
+    max_tool_tokens: a tool result is cut to this many tokens.
   """
-  if rounds < 1 or steps < 1:
-    raise ValueError(f"rounds and latent steps must be >= 1, got rounds={rounds}, steps={steps}")
-  start = time.perf_counter()
-  lays = layouts_by_round(system, segmented_prompts(system, tokenizers, questions, rounds=rounds, task=task), steps)
-  middle = jax.tree.map(lambda *x: jnp.stack(x), *lays[1:-1]) if rounds > 2 else None
-  host_s = time.perf_counter() - start
+  if rounds < 1 or steps < 1 or num_samples < 1:
+    raise ValueError(f"rounds, latent steps and samples must be >= 1, got {rounds}, {steps}, {num_samples}")
+  sampling = sampling or SamplingConfig()
+  if num_samples > 1 and sampling.greedy:
+    raise ValueError("num_samples > 1 needs sampling (greedy decoding would repeat one answer)")
+  stages = Stages()
+  with stages.stage("prompts"):
+    prompt_sets = segmented_prompts(system, tokenizers, questions, rounds=rounds, task=task, book=prompts)
+    lays = layouts_by_round(system, prompt_sets, steps)
+    middle = jax.tree.map(lambda *x: jnp.stack(x), *lays[1:-1]) if rounds > 2 else None
 
-  start = time.perf_counter()
-  graphdef, state = nnx.split(system)
-  decoder_input = _rounds_fn(graphdef, steps)(state, lays[0], middle, lays[-1] if rounds > 1 else None)
-  jax.block_until_ready(decoder_input)
-  rounds_s = time.perf_counter() - start
+  with stages.stage("latent_rounds"):
+    graphdef, state = nnx.split(system)
+    decoder_input = _rounds_fn(graphdef, steps)(state, lays[0], middle, lays[-1] if rounds > 1 else None)
+    jax.block_until_ready(decoder_input)
 
-  start = time.perf_counter()
-  decoder, tok = system.agents[system.pattern.decoder].backbone, tokenizers[system.pattern.decoder]
-  new = generate_from_embeddings(
-    decoder,
-    decoder_input.embeds,
-    decoder_input.mask,
-    max_new_tokens=max_new_tokens,
-    stop_ids=stop_token_ids(tok, chat=True),
-    sampling=sampling or SamplingConfig(),
-  )
-  decode_s = time.perf_counter() - start
-  thinking = sum(system.pattern.thinks(r, final_round=(i == rounds - 1)) for i in range(rounds)
-                 for r in system.pattern.roles) * steps  # fmt: skip
-  return [
-    Answer(q, tok.decode(ids, skip_special_tokens=True), len(ids), thinking, host_s, rounds_s, decode_s)
-    for q, ids in zip(questions, new, strict=True)
-  ]
+  decoder_role = system.pattern.decoder
+  decoder, tok = system.agents[decoder_role].backbone, tokenizers[decoder_role]
+  embeds, mask = decoder_input.embeds, decoder_input.mask
+  if num_samples > 1:  # every question's row k times, next to each other
+    embeds, mask = jnp.repeat(embeds, num_samples, axis=0), jnp.repeat(mask, num_samples, axis=0)
+  rows = mask.shape[0]
+  boxes = [ToolBox(tools.tools, max_calls=tools.max_calls) for _ in range(rows)] if tools else None
+  with stages.stage("decode"):
+    results = generate_text(
+      decoder,
+      tok,
+      inputs_embeds=embeds,
+      attention_mask=mask,
+      max_new_tokens=max_new_tokens,
+      stop_ids=stop_token_ids(tok, chat=True),
+      stop_strings=stop_strings,
+      watcher=_tool_watcher(boxes) if boxes else None,
+      sampling=sampling,
+      chunk=chunk if (stop_strings or tools) else max_new_tokens,
+      max_insert_tokens=max_tool_tokens,
+      insert_room=(tools.max_calls + 1) * (bucket(max_tool_tokens, minimum=8) + chunk) if tools else 0,
+    )
+
+  answers = []
+  for q_index, question in enumerate(questions):
+    group = results[q_index * num_samples : (q_index + 1) * num_samples]
+    answers.append(
+      Answer(
+        question=question,
+        text=group[0].text,
+        samples=[r.text for r in group],
+        decoded_tokens=[len(r.ids) for r in group],
+        tool_calls=[r.interrupts for r in group],
+        finish=[r.finish for r in group],
+      )
+    )
+  accounting = {
+    "pattern": system.pattern.name,
+    "questions": len(questions),
+    "rounds": rounds,
+    "num_samples": num_samples,
+    "latent_steps": latent_steps_by_round(system.pattern, rounds, steps),
+    "latent_steps_total": sum(sum(v.values()) for v in latent_steps_by_round(system.pattern, rounds, steps).values()),
+    "decoded_tokens": {f"round {rounds}": {decoder_role: sum(len(r.ids) for r in results)}},
+    "tool_calls": sum(r.interrupts for r in results),
+    "tool_result_tokens": sum(r.inserted_tokens for r in results),
+    "wall_s": stages.wall_s,
+    "compile_s": stages.compile_s,
+    **peak_memory(),
+  }
+  return AskResult(answers, accounting)

@@ -1,7 +1,8 @@
 """Role prompts in our own words, with the same roles and slot structure as the public release: sequential
 (planner -> critic -> solver, the solver's thoughts back to the planner from round 2), mixture (three domain
 experts -> summarizer, the summarizer's thoughts back to each expert) and distillation (expert -> learner, the
-learner's thoughts back to the expert). Deliberation's prompts wait for its tools.
+learner's thoughts back to the expert) and deliberation (a reflector -> a tool-caller that may run Python or
+search a local corpus while it writes, the tool-caller's thoughts back to the reflector).
 
 Unlike the release, a later round says which round it is (the release prints "round 2" in every later round).
 """
@@ -137,3 +138,36 @@ def learner(question: str, task: str = "math") -> RolePrompt:
     f"Problem:\n{question}\n\n{final_instruction(task)}"
   )
   return RolePrompt(SYSTEM, user)
+
+
+# --- deliberation: a reflector and a tool-caller --------------------------------------------------------------
+
+TOOL_SYSTEM = (
+  "You are a careful assistant working as one member of a team of agents. You have two tools. To run Python, "
+  "write the code between <python> and </python>; to look something up in the reference collection, write a "
+  "short query between <search> and </search>. The tool's output comes back between <result> and </result>, "
+  "after which you continue. Print what you need to see: only printed output is returned."
+)
+
+
+def reflector(question: str, round_index: int, rounds: int) -> RolePrompt:
+  """The deliberation reflector thinks about the approach (never writes text); from round 2 it reads the
+  tool-caller's feedback."""
+  parts = ["Your role is the reflector. Think about how to approach the problem, which facts or calculations it "
+           "needs, and what could go wrong; another agent will act on your reflection with tools."]  # fmt: skip
+  if round_index > 1:
+    parts.append(feedback_paragraph("tool-caller", round_index, rounds))
+  parts.append(f"Problem:\n{question}")
+  return RolePrompt(TOOL_SYSTEM, "\n\n".join(parts))
+
+
+def tool_caller(question: str, task: str = "math") -> RolePrompt:
+  """The deliberation tool-caller reads the reflector's thoughts and answers, calling tools as it needs."""
+  user = (
+    "Your role is the tool-caller.\n\n"
+    f"Reflection from the reflector:\n{slot('reflection')}\n\n"
+    "Use the reflection as a hint and the tools when a calculation or a fact needs checking; the problem "
+    "statement always wins.\n\n"
+    f"Problem:\n{question}\n\n{final_instruction(task)}"
+  )
+  return RolePrompt(TOOL_SYSTEM, user)

@@ -1,4 +1,5 @@
-"""One entry point for every way a model can be named: registry name, GGUF file, HF directory or HF hub id."""
+"""One entry point for every way a model can be named: registry name, GGUF file, HF directory, HF hub id, or a
+tiny random model (`tiny:<family>:<hidden>`, for tests)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from rmas_jax.weights.build import build_model
 from rmas_jax.weights.errors import ModelLoadError
 from rmas_jax.weights.gguf_io import GGUFCheckpoint
 from rmas_jax.weights.hf_checkpoint import download_hub_model, load_hf_model
+from rmas_jax.weights.tiny import is_tiny, load_tiny, parse
 from rmas_jax.weights.tokenizer import tokenizer_from_dir, tokenizer_from_gguf
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -36,7 +38,10 @@ class Pretrained:
 
 
 def resolve(spec: str) -> tuple[str, str]:
-  """Classifies a model spec as `(kind, location)` with kind in registry, gguf, hf_dir, hub."""
+  """Classifies a model spec as `(kind, location)` with kind in registry, gguf, hf_dir, hub, tiny."""
+  if is_tiny(spec):
+    parse(spec)
+    return "tiny", spec
   if spec in registry.REGISTRY:
     return "registry", spec
   if os.path.isdir(spec):
@@ -47,7 +52,7 @@ def resolve(spec: str) -> tuple[str, str]:
     return "hub", spec
   raise ModelLoadError(
     f"unknown model {spec!r}: not a registry name ({', '.join(registry.REGISTRY)}), a GGUF file, "
-    "an HF checkpoint directory, or a hub id like org/name"
+    "an HF checkpoint directory, a hub id like org/name, or tiny:<family>:<hidden>"
   )
 
 
@@ -81,6 +86,9 @@ def load_pretrained(
     ModelLoadError: with a one-line message naming the spec, file or field at fault.
   """
   kind, location = resolve(spec)
+  if kind == "tiny":
+    model, tokenizer = load_tiny(location, dtype=dtype, scan_layers=bool(scan_layers))
+    return Pretrained(model=model, tokenizer=tokenizer if with_tokenizer else None, spec=spec, source="random")
   if kind == "registry":
     path = registry.fetch(location, progress=progress)
     key = registry.REGISTRY[location].sha256[:16]

@@ -1,0 +1,28 @@
+"""Deliberation style: a reflector thinks about the approach; a tool-caller reads its thoughts and answers, running
+Python (in a sandboxed subprocess) or searching a local corpus while it writes; from round 2 the reflector reads the
+tool-caller's thoughts.
+
+`--config configs/deliberation.py` runs the PyPI agents with the Python tool. Add search with
+`--set tools.names='["python","search"]' --set tools.search_corpus=passages.jsonl` (one {"title", "text"} object per
+line, or a .txt file with one passage per line); search without a corpus is an error, never a dummy answer.
+`:paper` names Table 1's pair, whose Qwen3.5 agents this code cannot load yet.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from base import style_config  # noqa: E402
+
+PRESETS = {
+  "default": [("reflector", "smollm2-135m-instruct"), ("tool_caller", "qwen2.5-coder-0.5b-instruct")],
+  "paper": [("reflector", "Qwen/Qwen3.5-4B"), ("tool_caller", "Qwen/Qwen3.5-4B")],
+}
+
+
+def get_config(preset: str | None = None):
+  c = style_config("deliberation", PRESETS, preset, "configs/deliberation.py")
+  c.tools.enabled = True
+  c.tools.names = ["python"]
+  return c

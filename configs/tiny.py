@@ -1,0 +1,54 @@
+"""Tiny random agents of different widths and families (nothing downloaded), for tests and smoke runs of every
+style: `configs/tiny.py` (sequential), `:mixture`, `:distillation`, `:deliberation`, and `:custom`, a two-agent
+pattern and its prompts declared right here, which runs without any code of its own."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from base import style_config  # noqa: E402
+
+PRESETS = {
+  "default": [("planner", "tiny:qwen3:64"), ("critic", "tiny:gemma3:48"), ("solver", "tiny:llama:32")],
+  "mixture": [
+    ("math_expert", "tiny:qwen2:32"),
+    ("code_expert", "tiny:mistral:48"),
+    ("science_expert", "tiny:gemma3:64"),
+    ("summarizer", "tiny:llama:48"),
+  ],
+  "distillation": [("expert", "tiny:qwen3:64"), ("learner", "tiny:llama:32")],
+  "deliberation": [("reflector", "tiny:gemma3:48"), ("tool_caller", "tiny:qwen2:32")],
+  "custom": [("drafter", "tiny:mistral:48"), ("reviewer", "tiny:qwen3:32")],
+}
+STYLES = {"default": "sequential", "custom": "draft_review"}
+
+# A pattern the code does not know: a drafter thinks, a reviewer reads the draft and answers; from round 2 the
+# drafter reads the reviewer's thoughts.
+CUSTOM_PATTERN = dict(
+  name="draft_review",
+  roles=["drafter", "reviewer"],
+  edges=[dict(src="drafter", dst="reviewer", slot="draft"), dict(src="reviewer", dst="drafter", slot="review",
+                                                                  feedback=True)],  # fmt: skip
+  decoder="reviewer",
+)
+CUSTOM_PROMPTS = dict(
+  drafter=dict(
+    first="Draft a short solution outline.\n\nProblem:\n{question}",
+    later="Round {round} of {rounds}. The reviewer said:\n{review}\nRevise the outline.\n\nProblem:\n{question}",
+  ),
+  reviewer=dict(first="Outline:\n{draft}\n\nProblem:\n{question}\n\n{instruction}"),
+)
+
+
+def get_config(preset: str | None = None):
+  c = style_config(STYLES.get(preset or "default", preset), PRESETS, preset, "configs/tiny.py")
+  c.inference.latent_steps = 4
+  c.generation.max_new_tokens = 16
+  if preset == "custom":
+    c.pattern = CUSTOM_PATTERN
+    c.prompts = CUSTOM_PROMPTS
+  if preset == "deliberation":
+    c.tools.enabled = True
+    c.tools.names = ["python"]
+  return c

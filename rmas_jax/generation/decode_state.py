@@ -1,0 +1,141 @@
+"""The device side of text generation: one `SamplerState` and the jit-compiled functions that advance it.
+
+`prefill` fills a KV cache with the prompt; `decode_steps` runs a `while_loop` of decode steps until every
+example has stopped, a step limit is reached or the cache is full, so the host can look at the text between
+calls (stop strings, tool calls) without recompiling; `rewind` forgets an example's last tokens (they stay in
+the cache but are never attended again, and its rotary positions step back) or stops it; `append` feeds text
+the host inserted (a tool's result) into the examples that have some.
+
+The model's weights are an argument of every compiled function, never closed over, and sampling settings are
+traced values, so changing them does not recompile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from rmas_jax.models.kv_cache import KVCache
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class SamplerState:
+  """The whole decode loop's state.
+
+  Attributes:
+    cache: the KV cache after the prompt and everything fed so far.
+    logits: `[B, V]` next-token logits.
+    tokens: `[B, N]` generated ids kept so far (stop token included, padding after).
+    slot_of: `[B, N]` the cache slot each generated token was written to (for `rewind`).
+    length: `[B]` number of generated tokens kept per example.
+    done: `[B]` whether an example has emitted a stop token (or been stopped by the host).
+    rng: PRNG key.
+  """
+
+  cache: KVCache
+  logits: jax.Array
+  tokens: jax.Array
+  slot_of: jax.Array
+  length: jax.Array
+  done: jax.Array
+  rng: jax.Array
+
+  @property
+  def budget(self) -> int:
+    return self.tokens.shape[1]
+
+  def active(self) -> jax.Array:
+    """`[B]` examples that still generate: not stopped and under budget."""
+    return ~self.done & (self.length < self.budget)
+
+
+def choose_tokens(logits, rng, greedy: bool, temperature, top_k, top_p) -> jax.Array:
+  """Next ids `[B]` from logits `[B, V]`: argmax, or sampling after temperature, then top-k, then top-p."""
+  if greedy:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  logits = logits / jnp.maximum(temperature, 1e-6)
+  order = jnp.argsort(-logits, axis=-1)
+  sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+  rank = jnp.arange(logits.shape[-1])[None, :]
+  keep = jnp.where(top_k > 0, rank < top_k, True)
+  probs = jax.nn.softmax(jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
+  before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly better tokens
+  keep &= (before < top_p) | (rank == 0)
+  choice = jax.random.categorical(rng, jnp.where(keep, sorted_logits, -jnp.inf), axis=-1)
+  return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "cache_length", "budget"))
+def prefill(graphdef, state, ids, embeds, mask, rng, cache_length: int, budget: int) -> SamplerState:
+  """The prompt (ids or input vectors `[B, T]`, left-padded) into a fresh cache of `cache_length` slots."""
+  model = nnx.merge(graphdef, state)
+  b = mask.shape[0]
+  cache = KVCache.init(model.cfg, b, cache_length, model.dtype)
+  out = model(ids, inputs_embeds=embeds, attention_mask=mask, cache=cache, return_logits=False)
+  logits = model.logits(out.hidden[:, -1:])[:, 0]  # left padding: the last slot is always real
+  return SamplerState(
+    cache=out.cache,
+    logits=logits,
+    tokens=jnp.zeros((b, budget), jnp.int32),
+    slot_of=jnp.zeros((b, budget), jnp.int32),
+    length=jnp.zeros((b,), jnp.int32),
+    done=jnp.zeros((b,), bool),
+    rng=rng,
+  )
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "greedy"), donate_argnames=("s",))
+def decode_steps(graphdef, state, s: SamplerState, stop_ids, max_steps, temperature, top_k, top_p, greedy: bool):
+  """Up to `max_steps` decode steps; stops early when no example is active or the cache is full."""
+  model = nnx.merge(graphdef, state)
+  rows = jnp.arange(s.length.shape[0])
+
+  def cond(carry):
+    s, step = carry
+    return (step < max_steps) & jnp.any(s.active()) & (s.cache.end < s.cache.length)
+
+  def body(carry):
+    s, step = carry
+    rng, key = jax.random.split(s.rng)
+    active = s.active()
+    token = jnp.where(active, choose_tokens(s.logits, key, greedy, temperature, top_k, top_p), 0)
+    at = jnp.where(active, s.length, s.budget)  # inactive rows write out of range: dropped
+    tokens = s.tokens.at[rows, at].set(token, mode="drop")
+    slot_of = s.slot_of.at[rows, at].set(s.cache.end, mode="drop")
+    # Inactive rows feed a masked slot, so a row the host later rewinds and resumes never attends to it.
+    out = model(token[:, None], attention_mask=active[:, None], cache=s.cache)
+    logits = jnp.where(active[:, None], out.logits[:, -1], s.logits)
+    done = s.done | (active & jnp.isin(token, stop_ids))
+    length = s.length + active.astype(jnp.int32)
+    return SamplerState(out.cache, logits, tokens, slot_of, length, done, rng), step + 1
+
+  s, _ = jax.lax.while_loop(cond, body, (s, jnp.zeros((), jnp.int32)))
+  return s
+
+
+@functools.partial(jax.jit, donate_argnames=("s",))
+def rewind(s: SamplerState, drop, stop) -> SamplerState:
+  """Forgets the last `drop[b]` generated tokens of each example `[B]`, which makes it active again, unless the
+  host `stop`s it `[B]`."""
+  index = jnp.arange(s.budget)[None, :]
+  dropped = (index >= (s.length - drop)[:, None]) & (index < s.length[:, None])  # [B, N]
+  rows = jnp.arange(s.length.shape[0])[:, None]
+  slots = jnp.where(dropped, s.slot_of, s.cache.length)
+  valid = s.cache.valid.at[rows, slots].set(False, mode="drop")
+  cache = dataclasses.replace(s.cache, valid=valid, next_pos=s.cache.next_pos - drop)
+  return dataclasses.replace(s, cache=cache, length=s.length - drop, done=(s.done & (drop == 0)) | stop)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("s",))
+def append(graphdef, state, s: SamplerState, ids, mask) -> SamplerState:
+  """Feeds host text `ids [B, L]` (left-padded; an all-zero mask row feeds nothing)."""
+  model = nnx.merge(graphdef, state)
+  out = model(ids, attention_mask=mask, cache=s.cache, return_logits=False)
+  fed = jnp.any(mask, axis=1)
+  logits = jnp.where(fed[:, None], model.logits(out.hidden[:, -1:])[:, 0], s.logits)
+  return dataclasses.replace(s, cache=out.cache, logits=logits)

@@ -1,0 +1,21 @@
+"""Result files are written whole or not at all, and never over an existing one."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+
+def write_json_new(path: str, payload) -> None:
+  """Writes `payload` as JSON to a new file `path` atomically; raises FileExistsError if `path` exists."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(payload, f, indent=2, default=str)
+      f.write("\n")
+    os.link(tmp, path)  # fails if `path` exists, unlike a rename
+  finally:
+    os.unlink(tmp)

@@ -1,0 +1,412 @@
+"""Checkpoints of the trained links and their optimizer state, over orbax's `CheckpointManager`.
+
+Only the small link variables and the optimizer state are written; the frozen backbones are reloaded from their own
+weights and never enter a checkpoint, so a checkpoint is a few MB whatever the backbone size.
+
+One checkpoint is the step directory `<directory>/<step>/` holding three orbax items:
+
+* `links`: the link variables as a pure dict of arrays (`StandardSave`);
+* `opt_state`: the optax state pytree (`StandardSave`);
+* `meta`: JSON with the caller's `meta` (e.g. `data_position`, `config`), plus `step`, `wall_time`, `versions`,
+  `fingerprint` and `structure` (path, shape and dtype of every saved leaf, checked against restore templates).
+
+Links may be given as an `nnx.State` or as a plain nested dict of arrays. An `nnx.State` is written as its pure dict
+(`nnx.to_pure_dict`), so the files do not depend on flax's Variable classes; `restore` gives back the type of the
+template it was handed (an `nnx.State` template comes back as a new `nnx.State`, the template itself is untouched).
+
+Atomicity (verified on orbax-checkpoint 0.12.8, local file systems): orbax writes a step into
+`<directory>/<step>.orbax-checkpoint-tmp`, writes `commit_success.txt` into it last, and renames it to
+`<directory>/<step>` once every item is complete. Orbax lists a directory as a step when its name has no
+`.orbax-checkpoint-tmp` in it; this store further requires `commit_success.txt`, so a directory that was not made by a
+finished orbax save is never restored. Saves here are synchronous (async checkpointing is off and `save` waits), so a
+`kill -9` after `save` returns cannot lose that step, and one during `save` leaves only a temporary directory, which
+the next `CheckpointStore` on the directory deletes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from flax import nnx
+
+logger = logging.getLogger(__name__)
+
+# Meta keys this module writes itself; a caller's meta may not use them.
+RESERVED_META_KEYS = ("step", "wall_time", "versions", "fingerprint", "structure")
+
+# Written once per run directory, so that a directory is claimed by its first save even before any step is complete.
+_RUN_FILE = "rmas_checkpoint_run.json"
+_ITEMS = ("links", "opt_state", "meta")
+_VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint directory or step belongs to a different run or link design than the caller's."""
+
+
+def fingerprint_of(payload: Any) -> str:
+  """A short stable hash of a JSON-able value (dicts, lists, numbers, strings, `ConfigDict`s).
+
+  Callers pass the config fields that decide the link design (models, pattern, link sizes), so that a run directory
+  refuses checkpoints of a different design while harmless changes (learning rate, logging) keep resuming.
+
+  Args:
+    payload: The value to hash; dict keys are sorted first, so key order does not matter.
+
+  Returns:
+    16 hex digits of the SHA-256 of the canonical JSON of `payload`.
+  """
+  text = json.dumps(_jsonable(payload), sort_keys=True, separators=(",", ":"))
+  return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class CheckpointStore:
+  """Saves and restores `(links, opt_state, meta)` checkpoints in one run directory.
+
+  Usable as a context manager; `close()` waits for orbax and releases it.
+
+  Args:
+    directory: The run's checkpoint directory; created if missing.
+    fingerprint: The run's design fingerprint (see `fingerprint_of`). Opening a directory whose checkpoints carry a
+      different fingerprint raises `CheckpointMismatchError` instead of mixing two runs.
+    keep: How many of the newest checkpoints to keep; older ones are deleted after each save.
+
+  Raises:
+    CheckpointMismatchError: `directory` holds checkpoints made with a different fingerprint.
+  """
+
+  def __init__(self, directory: str | os.PathLike, *, fingerprint: str, keep: int = 3):
+    if keep < 1:
+      raise ValueError(f"keep: {keep}; expected >= 1")
+    if not fingerprint:
+      raise ValueError("fingerprint: empty; expected e.g. fingerprint_of(<the config's link-design fields>)")
+    self.directory = os.path.abspath(os.fspath(directory))
+    self.fingerprint = fingerprint
+    os.makedirs(self.directory, exist_ok=True)
+    self._remove_unfinished_saves()
+    options = ocp.CheckpointManagerOptions(
+      max_to_keep=keep,
+      create=True,
+      # Synchronous: a save is on disk, renamed into place, when `save` returns, and no background thread outlives
+      # the store. Link checkpoints are small, so the training loop loses little by waiting.
+      enable_async_checkpointing=False,
+    )
+    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
+    self._closed = False
+    try:
+      self._check_run_fingerprint()
+    except BaseException:
+      self.close()
+      raise
+
+  # Lifecycle.
+
+  def close(self) -> None:
+    """Waits for orbax to finish and releases it; further calls do nothing."""
+    if not self._closed:
+      self._closed = True
+      self._manager.wait_until_finished()
+      self._manager.close()
+
+  def __enter__(self) -> CheckpointStore:
+    return self
+
+  def __exit__(self, *exc_info: object) -> None:
+    self.close()
+
+  # Queries.
+
+  def steps(self) -> list[int]:
+    """The complete checkpoints' steps, ascending."""
+    return sorted(s for s in self._manager.all_steps() if self._is_committed(s))
+
+  def latest_step(self) -> int | None:
+    """The newest complete checkpoint's step, or None when there is none."""
+    steps = self.steps()
+    return steps[-1] if steps else None
+
+  # Save and restore.
+
+  def save(self, step: int, links: Any, opt_state: Any, meta: Mapping[str, Any] | None = None) -> bool:
+    """Writes one checkpoint and returns once it is complete on disk.
+
+    Nothing is written, and False is returned with a logged warning, when a floating-point leaf of `links` or
+    `opt_state` holds a NaN or an infinity, or when `step` is not newer than the latest checkpoint.
+
+    Args:
+      step: The training step the state belongs to.
+      links: The link variables: an `nnx.State` or a nested dict of arrays.
+      opt_state: The optax state pytree (or an `nnx.State`).
+      meta: JSON-able values to keep with the checkpoint, e.g. `{"data_position": 1234, "config": config}`;
+        `ConfigDict`s are stored as the JSON of `to_json_best_effort()`, numpy and jax scalars as numbers. It may not
+        use the keys in `RESERVED_META_KEYS`.
+
+    Returns:
+      Whether a checkpoint was written.
+
+    Raises:
+      ValueError: `meta` uses a reserved key.
+      TypeError: a `meta` value cannot be written as JSON.
+    """
+    self._check_open()
+    step = int(step)
+    links_tree, opt_tree = _pure(links), _pure(opt_state)
+    bad = _first_non_finite({"links": links_tree, "opt_state": opt_tree})
+    if bad is not None:
+      logger.warning("%s: step %d not saved: %s holds NaN or inf", self.directory, step, bad)
+      return False
+    latest = self._manager.latest_step()
+    if latest is not None and step <= latest:
+      logger.warning("%s: step %d not saved: a checkpoint for step %d exists", self.directory, step, latest)
+      return False
+    record = self._meta_record(step, links_tree, opt_tree, meta or {})
+    self._claim_directory()
+    items = {"meta": ocp.args.JsonSave(record)}
+    # Orbax refuses a tree without arrays (e.g. plain SGD's state); its leafless structure is in `record` instead.
+    for name, tree in (("links", links_tree), ("opt_state", opt_tree)):
+      if jax.tree.leaves(tree):
+        items[name] = ocp.args.StandardSave(tree)
+    saved = self._manager.save(
+      step,
+      args=ocp.args.Composite(**items),
+      force=True,  # the step checks above are this store's save policy; orbax's interval policy must not skip it
+    )
+    self._manager.wait_until_finished()
+    return bool(saved)
+
+  def restore(
+    self, step: int | None = None, *, links_template: Any, opt_state_template: Any
+  ) -> tuple[Any, Any, dict[str, Any]]:
+    """Reads one checkpoint into the structure, dtypes and shardings of the templates.
+
+    Args:
+      step: The step to read; the latest complete one when None.
+      links_template: The links as the caller holds them (an `nnx.State` or a dict), with concrete arrays or
+        `jax.ShapeDtypeStruct` leaves (e.g. from `nnx.eval_shape`). Leaves without a sharding are placed on the
+        first local device; give shardings for multi-device runs.
+      opt_state_template: The optax state likewise, e.g. `optimizer.init(links)` or its `jax.eval_shape`.
+
+    Returns:
+      `(links, opt_state, meta)`: `links` and `opt_state` shaped like their templates, and `meta` as saved (the
+      caller's keys plus `step`, `wall_time`, `versions` and `fingerprint`).
+
+    Raises:
+      FileNotFoundError: there is no complete checkpoint (for `step`).
+      CheckpointMismatchError: the checkpoint's run fingerprint or tree structure differs from the caller's.
+    """
+    self._check_open()
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"{self.directory}: no complete checkpoint to restore")
+    elif int(step) not in self.steps():
+      raise FileNotFoundError(f"{self.directory}: no complete checkpoint for step {step}; have {self.steps()}")
+    step = int(step)
+    meta = self._read_meta(step)
+    if meta.get("fingerprint") != self.fingerprint:
+      raise CheckpointMismatchError(
+        f"{self.directory}: step {step} was made by a different run (fingerprint {meta.get('fingerprint')!r}, "
+        f"this run's is {self.fingerprint!r})"
+      )
+    links_tree, opt_tree = _pure(links_template), _pure(opt_state_template)
+    stored = meta.pop("structure", {})
+    for item, tree in (("links", links_tree), ("opt_state", opt_tree)):
+      problem = _structure_difference(stored.get(item, []), _describe(tree))
+      if problem:
+        raise CheckpointMismatchError(
+          f"{self.directory}: step {step} was made with a different link structure ({item}: {problem}); "
+          "restore it with the config that wrote it, or train into a new directory"
+        )
+    trees = {"links": links_tree, "opt_state": opt_tree}
+    # Leafless trees were not written (see `save`); the template, already checked equal in structure, is the result.
+    wanted = {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in trees.items() if jax.tree.leaves(tree)}
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(**wanted)) if wanted else {}
+    except ValueError as e:
+      # The structure check above catches design changes; this is the fallback for what it cannot see.
+      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      raise CheckpointMismatchError(
+        f"{self.directory}: step {step} does not fit the templates (a different link structure?): {first_line}"
+      ) from e
+    got = {name: restored[name] if name in wanted else tree for name, tree in trees.items()}
+    return _like(links_template, got["links"]), _like(opt_state_template, got["opt_state"]), meta
+
+  # Internals.
+
+  def _check_open(self) -> None:
+    if self._closed:
+      raise RuntimeError(f"{self.directory}: CheckpointStore is closed")
+
+  def _is_committed(self, step: int) -> bool:
+    return os.path.isfile(os.path.join(self.directory, str(step), ocp.path.atomicity.COMMIT_SUCCESS_FILE))
+
+  def _remove_unfinished_saves(self) -> None:
+    """Deletes the temporary directories of saves that were killed mid-way.
+
+    Orbax never lists them as steps, so this is housekeeping: done here, synchronously, rather than with orbax's
+    `cleanup_tmp_directories`, which deletes in a background thread the store would then have to wait for.
+    """
+    if jax.process_index() != 0:
+      return
+    for name in sorted(os.listdir(self.directory)):
+      path = os.path.join(self.directory, name)
+      if os.path.isdir(path) and not os.path.islink(path) and ocp.path.step.is_path_temporary(path):
+        logger.warning("%s: removing %s, left by a save that did not finish", self.directory, name)
+        shutil.rmtree(path)
+
+  def _check_run_fingerprint(self) -> None:
+    run_file = os.path.join(self.directory, _RUN_FILE)
+    if os.path.isfile(run_file):
+      with open(run_file) as f:
+        stored = json.load(f).get("fingerprint")
+      where = _RUN_FILE
+    else:
+      latest = self.latest_step()
+      if latest is None:
+        return
+      stored = self._read_meta(latest).get("fingerprint")
+      where = f"step {latest}"
+    if stored != self.fingerprint:
+      raise CheckpointMismatchError(
+        f"{self.directory}: holds checkpoints of a different run ({where} has fingerprint {stored!r}, this run's is "
+        f"{self.fingerprint!r}); the link design changed, so use a new directory"
+      )
+
+  def _claim_directory(self) -> None:
+    run_file = os.path.join(self.directory, _RUN_FILE)
+    if jax.process_index() != 0 or os.path.isfile(run_file):
+      return
+    tmp = f"{run_file}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump({"fingerprint": self.fingerprint, "created": time.time()}, f)
+    os.replace(tmp, run_file)  # atomic, so a reader never sees half a file
+
+  def _read_meta(self, step: int) -> dict[str, Any]:
+    return dict(self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta)
+
+  def _meta_record(self, step: int, links_tree: Any, opt_tree: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
+    clash = sorted(set(meta) & set(RESERVED_META_KEYS))
+    if clash:
+      raise ValueError(f"meta: keys {clash} are reserved for the checkpoint store")
+    record = _jsonable(dict(meta))
+    record.update(
+      step=step,
+      wall_time=time.time(),
+      versions=_versions(),
+      fingerprint=self.fingerprint,
+      structure={"links": _describe(links_tree), "opt_state": _describe(opt_tree)},
+    )
+    return record
+
+
+def _pure(tree: Any) -> Any:
+  """The tree with any `nnx.State` replaced by its pure dict of arrays."""
+  return nnx.to_pure_dict(tree) if isinstance(tree, nnx.State) else tree
+
+
+def _like(template: Any, restored: Any) -> Any:
+  """`restored` in the container type of `template`: an `nnx.State` template gets a new `nnx.State`."""
+  if not isinstance(template, nnx.State):
+    return restored
+  # A structural copy has fresh Variables, so filling it leaves the caller's template as it was.
+  state = jax.tree.map(lambda x: x, template)
+  nnx.replace_by_pure_dict(state, restored)
+  return state
+
+
+def _describe(tree: Any) -> list[list[Any]]:
+  """`[path, shape, dtype]` of every leaf: what a template must match to restore a checkpoint."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return [[jax.tree_util.keystr(path), list(np.shape(leaf)), str(_dtype(leaf))] for path, leaf in leaves]
+
+
+def _structure_difference(stored: list[list[Any]], wanted: list[list[Any]]) -> str | None:
+  """The first path or shape difference between two `_describe` lists, or None. Dtypes may differ: restore casts."""
+  stored_shapes = {path: shape for path, shape, _ in stored}
+  wanted_shapes = {path: shape for path, shape, _ in wanted}
+  missing = [p for p in wanted_shapes if p not in stored_shapes]
+  extra = [p for p in stored_shapes if p not in wanted_shapes]
+  if missing or extra:
+    parts = []
+    if missing:
+      parts.append(f"{len(missing)} template entries not in the checkpoint, e.g. {missing[0]}")
+    if extra:
+      parts.append(f"{len(extra)} checkpoint entries not in the template, e.g. {extra[0]}")
+    return "; ".join(parts)
+  for path, shape in wanted_shapes.items():
+    if list(stored_shapes[path]) != list(shape):
+      return f"{path} has shape {tuple(stored_shapes[path])} in the checkpoint, {tuple(shape)} in the template"
+  return None
+
+
+def _first_non_finite(tree: Any) -> str | None:
+  """The path of the first floating-point leaf holding NaN or inf, or None."""
+  leaves = [
+    (path, leaf)
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    if np.issubdtype(_dtype(leaf), np.inexact)
+  ]
+  if not leaves:
+    return None
+  # One device-to-host transfer for the whole tree, not one per leaf.
+  finite = jax.device_get([jax.numpy.isfinite(leaf).all() for _, leaf in leaves])
+  for (path, _), ok in zip(leaves, finite, strict=True):
+    if not ok:
+      return jax.tree_util.keystr(path)
+  return None
+
+
+def _dtype(leaf: Any) -> np.dtype:
+  """The dtype of an array, `jax.ShapeDtypeStruct` or Python scalar leaf."""
+  return np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
+
+
+def _abstract(tree: Any) -> Any:
+  """`jax.ShapeDtypeStruct` leaves carrying a sharding, as orbax's `StandardRestore` wants them."""
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+
+  def one(leaf: Any) -> jax.ShapeDtypeStruct:
+    sharding = getattr(leaf, "sharding", None)
+    if not isinstance(sharding, jax.sharding.Sharding):
+      sharding = default
+    return jax.ShapeDtypeStruct(np.shape(leaf), _dtype(leaf), sharding=sharding)
+
+  return jax.tree.map(one, tree)
+
+
+def _jsonable(value: Any) -> Any:
+  """`value` as plain JSON types, so that what `restore` returns equals what was saved."""
+
+  def default(o: Any) -> Any:
+    if hasattr(o, "to_json_best_effort"):  # ml_collections ConfigDict / FrozenConfigDict
+      return json.loads(o.to_json_best_effort())
+    if isinstance(o, np.generic | np.ndarray | jax.Array):
+      return np.asarray(o).tolist()
+    if isinstance(o, Mapping):
+      return dict(o)
+    if isinstance(o, tuple | set | frozenset):
+      return list(o)
+    raise TypeError(f"meta: {type(o).__name__} value {o!r} cannot be written as JSON")
+
+  return json.loads(json.dumps(value, default=default))
+
+
+def _versions() -> dict[str, str]:
+  versions = {}
+  for package in _VERSIONED_PACKAGES:
+    try:
+      versions[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      versions[package] = "absent"
+  return versions

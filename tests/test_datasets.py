@@ -1,0 +1,167 @@
+"""Example loading: gsm_symbolic splits, local files with field maps, benchmark conversions, hub errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+
+import pytest
+
+from rmas_jax.evaluation import datasets as ds
+from rmas_jax.evaluation.datasets import DatasetUnavailableError, Example, gsm_symbolic_bucket, load_examples
+
+
+def _write_jsonl(path, rows):
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  return str(path)
+
+
+def _write_parquet(path, rows):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+
+  pq.write_table(pa.Table.from_pylist(rows), str(path))
+  return str(path)
+
+
+def test_gsm_symbolic_splits_are_disjoint_and_deterministic():
+  train = load_examples("gsm_symbolic", split="train", limit=400)
+  test = load_examples("gsm_symbolic", split="test", limit=200)
+  assert len(train) == 400 and len(test) == 200
+  assert not {e.question for e in train} & {e.question for e in test}
+  assert {gsm_symbolic_bucket(e.question) for e in train} == {"train"}
+  assert {gsm_symbolic_bucket(e.question) for e in test} == {"test"}
+  assert len({e.question for e in train}) == len(train)
+  assert load_examples("gsm_symbolic", split="test", limit=200) == test
+  # A smaller limit is a prefix of a larger one; another seed is another set.
+  assert load_examples("gsm_symbolic", split="test", limit=20) == test[:20]
+  other = load_examples("gsm_symbolic", split="test", limit=20, seed=1)
+  assert not {e.question for e in other} & {e.question for e in test[:20]}
+  e = train[0]
+  assert e.task == "math" and e.id.startswith("gsm_symbolic/train/0/")
+  assert "####" in e.meta["answer_cot"] and e.meta["answer_cot"].rstrip().endswith(e.answer)
+  assert all(not x.answer.startswith("-") for x in train + test)
+
+
+def test_gsm_symbolic_rejects_bad_split():
+  with pytest.raises(ValueError, match="split='validation'"):
+    load_examples("gsm_symbolic", split="validation")
+
+
+def test_local_jsonl_with_field_map(tmp_path):
+  rows = [{"problem": f"What is {i}+{i}?", "solution": str(2 * i), "uid": f"q{i}", "level": i} for i in range(5)]
+  path = _write_jsonl(tmp_path / "mine.jsonl", rows)
+  examples = load_examples(path, fields={"question": "problem", "answer": "solution", "id": "uid"}, limit=3)
+  assert [e.id for e in examples] == ["mine/q0", "mine/q1", "mine/q2"]
+  assert examples[2] == Example("mine/q2", "What is 2+2?", "4", "math", {"level": 2})
+  named = load_examples("arith", path=path, fields={"question": "problem", "answer": "solution"}, task="qa")
+  assert named[0].id == "arith/0" and named[0].task == "qa"
+
+
+def test_local_parquet_with_options_becomes_choice(tmp_path):
+  rows = [
+    {"q": "Largest planet?", "opts": {"A": "Mars", "B": "Jupiter", "C": "Venus", "D": "Earth"}, "gold": "B"},
+    {"q": "Smallest planet?", "opts": {"A": "Mercury", "B": "Jupiter", "C": "Venus", "D": "Earth"}, "gold": "A"},
+  ]
+  path = _write_parquet(tmp_path / "mc.parquet", rows)
+  examples = load_examples(path, fields={"question": "q", "answer": "gold", "options": "opts"}, task="choice")
+  assert examples[0].answer == "B" and examples[0].task == "choice"
+  assert examples[0].question == (
+    "Largest planet?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth\n\nChoose the correct option (A/B/C/D)."
+  )
+  assert examples[1].meta["letters"] == "ABCD"
+
+
+def test_local_json_answer_text_maps_to_letter(tmp_path):
+  # The layout of LatentMAS data/medqa.json: a list of options and the answer as option text.
+  rows = [{"query": "Drug of choice?", "options": ["Aspirin", "Heparin", "Warfarin", "Insulin"], "answer": "Heparin"}]
+  path = tmp_path / "medqa.json"
+  path.write_text(json.dumps(rows))
+  [example] = load_examples(
+    "medqa", path=str(path), fields={"question": "query", "answer": "answer", "options": "options"}
+  )
+  assert example.answer == "B" and example.task == "choice" and example.id == "medqa/0"
+
+
+def test_missing_column_names_column_file_and_columns(tmp_path):
+  path = _write_jsonl(tmp_path / "x.jsonl", [{"prompt": "hi", "target": "1"}])
+  with pytest.raises(ValueError) as err:
+    load_examples(path)
+  msg = str(err.value)
+  assert "'question'" in msg and path in msg and "['prompt', 'target']" in msg and "\n" not in msg
+
+
+def test_file_errors(tmp_path):
+  with pytest.raises(FileNotFoundError, match="nope.jsonl: no such file"):
+    load_examples(str(tmp_path / "nope.jsonl"))
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("\n")
+  with pytest.raises(ValueError, match="empty"):
+    load_examples(str(empty))
+  with pytest.raises(ValueError, match="single file has no splits"):
+    load_examples(_write_jsonl(tmp_path / "one.jsonl", [{"question": "q", "answer": "a"}]), split="test")
+  with pytest.raises(ValueError, match="unknown dataset 'mystery'"):
+    load_examples("mystery")
+  with pytest.raises(ValueError, match="champ-dataset"):
+    load_examples("champ")
+
+
+def test_gpqa_local_copy_shuffles_by_id(tmp_path):
+  rows = [
+    {
+      "Question": f"Q{i}?",
+      "Correct Answer": f"right{i}",
+      "Incorrect Answer 1": f"w1-{i}",
+      "Incorrect Answer 2": f"w2-{i}",
+      "Incorrect Answer 3": f"w3-{i}",
+      "Record ID": f"rec{i}",
+    }
+    for i in range(12)
+  ]
+  path = _write_parquet(tmp_path / "gpqa.parquet", rows)
+  examples = load_examples("gpqa", path=path)
+  assert examples == load_examples("gpqa_diamond", path=path)
+  for e in examples:
+    assert e.task == "choice"
+    assert e.meta["options"]["ABCD".index(e.answer)] == e.meta["correct_text"]
+    assert f"{e.answer}. {e.meta['correct_text']}\n" in e.question
+  assert len({e.answer for e in examples}) > 1
+  assert [e.answer for e in load_examples("gpqa", path=path, seed=1)] != [e.answer for e in examples]
+
+
+def test_mbppplus_local_copy(tmp_path):
+  row = {
+    "task_id": 2,
+    "prompt": "Write a function to find the shared elements of two lists.",
+    "test_list": [f"assert set(similar_elements((3, 4), ({i}, 4))) == set((4,))" for i in range(4)],
+    "test": "def check(): pass",
+    "code": "def similar_elements(a, b): return tuple(set(a) & set(b))",
+  }
+  [example] = load_examples("mbppplus", path=_write_jsonl(tmp_path / "mbpp.jsonl", [row]))
+  assert example.task == "code" and example.id == "mbppplus/2" and example.answer == "def check(): pass"
+  assert example.meta["fn_name"] == "similar_elements"
+  assert example.question.count("\nassert set(") == 3
+
+
+def test_hub_offline_gives_clear_error_quickly(monkeypatch):
+  # A hub id nobody has cached, so the result does not depend on this machine's cache (conftest sets offline mode).
+  spec = dataclasses.replace(ds.HUB_DATASETS["math500"], hub_id="rmas-jax-tests/no-such-dataset")
+  monkeypatch.setitem(ds.HUB_DATASETS, "math500", spec)
+  start = time.monotonic()
+  with pytest.raises(DatasetUnavailableError) as err:
+    load_examples("math500")
+  assert time.monotonic() - start < 10
+  msg = str(err.value)
+  assert "could not be reached" in msg and "path=" in msg and "\n" not in msg
+
+
+def test_hub_unreachable_fails_fast_without_offline_mode(monkeypatch):
+  monkeypatch.setattr(ds, "_hub_offline", lambda: False)
+  monkeypatch.setattr(ds, "_hub_endpoint", lambda: "http://127.0.0.1:9")
+  for var in ds._PROXY_VARS:
+    monkeypatch.delenv(var, raising=False)
+  start = time.monotonic()
+  with pytest.raises(DatasetUnavailableError, match="cannot connect to 127.0.0.1:9"):
+    load_examples("gpqa")
+  assert time.monotonic() - start < 5
