@@ -1,22 +1,47 @@
 """Trains the RecursiveLinks of a system: `python train.py --config configs/sequential.py --workdir DIR`.
 
-The backbones, their loaders and text generation exist (see README); the RecursiveLinks, the recursion and
-the training loops are the next layers and are not written yet. Until they are, this command checks the
-config and says so, with a non-zero exit, instead of pretending to run.
+Inner links first (each agent's own, eq. 5), then the outer links through all recursion rounds (eq. 6); backbones
+stay frozen. Override any field with `--config.train.outer_steps=50` and the like. Rerunning the same command
+resumes from the last checkpoint under `DIR/checkpoints`.
 """
+
+import json
+import logging
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from rmas_jax.config_lib import preflight
+from rmas_jax.config_lib import validate
+from rmas_jax.training.checkpoints import CheckpointMismatchError
+from rmas_jax.weights.errors import ModelLoadError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<style>.py[:preset]", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and results go")
+_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics.jsonl and TensorBoard events go")
 
 
 def main(argv):
   del argv
-  return preflight(_CONFIG.value, "link training")
+  config = _CONFIG.value
+  if config is None:
+    print("error: --config is required, e.g. --config configs/sequential.py", file=sys.stderr)
+    return 2
+  if not _WORKDIR.value:
+    print("error: --workdir is required (checkpoints and metrics go there)", file=sys.stderr)
+    return 2
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  from rmas_jax.runtime import enable_compilation_cache
+  from rmas_jax.training.trainer import train
+
+  try:
+    validate(config)
+    enable_compilation_cache()
+    summary = train(config, _WORKDIR.value)
+  except (ValueError, ModelLoadError, CheckpointMismatchError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(json.dumps(summary))
+  return 0
 
 
 if __name__ == "__main__":

@@ -21,6 +21,14 @@ def base_config() -> ml_collections.ConfigDict:
     dict(enabled=False, names=["python", "search"], search_corpus="", max_calls=5, python_timeout_s=10.0,
          result_tokens=256)  # fmt: skip
   )
+  # Link training (paper §4). Defaults follow the release's recipe (lr 5e-4, cosine with 10 warm-up steps, AdamW
+  # beta 0.9/0.95, no weight decay, clip 1.0, 3 rounds) with CPU-sized step counts and lengths.
+  c.train = ml_collections.ConfigDict(
+    dict(mode="rollout", dataset="gsm_symbolic", data_path="", examples=2000, inner_steps=20, outer_steps=20,
+         batch_size=2, inner_lr=5e-4, outer_lr=5e-4, warmup=10, b1=0.9, b2=0.95, weight_decay=0.0, clip=1.0,
+         rounds=3, latent_steps=8, target_tokens=64, inner_tokens=192, prompt_bucket=256, checkpoint_every=10,
+         keep=3, remat=True)  # fmt: skip
+  )
   return c
 
 

@@ -101,10 +101,12 @@ def segmented_prompts(system: System, tokenizers: Mapping[str, object], question
   return out
 
 
-def layouts_by_round(system: System, prompts, steps: int) -> list[dict[str, PromptLayout]]:
-  """Layouts per round and role; a role keeps one length across rounds so the middle rounds stack."""
+def layouts_by_round(system: System, prompts, steps: int, min_length: int = 16) -> list[dict[str, PromptLayout]]:
+  """Layouts per round and role; a role keeps one length across rounds so the middle rounds stack. Lengths are
+  powers of two of at least `min_length` (training fixes it so batches share one compiled step)."""
   pattern = system.pattern
-  length = {role: bucket(max(p.length(steps) for rp in prompts for p in rp[role])) for role in pattern.roles}
+  length = {role: bucket(max(p.length(steps) for rp in prompts for p in rp[role]), min_length)
+            for role in pattern.roles}  # fmt: skip
   return [
     {role: layout(rp[role], slot_order(pattern, role, r == 0), steps, length[role]) for role in pattern.roles}
     for r, rp in enumerate(prompts)

@@ -1,0 +1,86 @@
+"""Training examples as fixed-shape arrays: the outer loop's per-round prompt layouts and gold answers, and the inner
+loop's prompt + gold response sequences. Fixed lengths mean one compiled training step for the whole run."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rmas_jax.evaluation.datasets import Example
+from rmas_jax.generation.sampler import left_pad
+from rmas_jax.patterns.ask import PromptBook, layouts_by_round, segmented_prompts
+from rmas_jax.patterns.system import System
+from rmas_jax.prompts import roles
+from rmas_jax.prompts.slots import PromptLayout, render_chat
+from rmas_jax.weights.tokenizer import stop_token_ids
+
+_FINAL_LINE = re.compile(r"\n?####\s*(.+?)\s*$")
+
+
+def gold_response(example: Example, task: str = "math") -> str:
+  """What the decoder should write: the worked solution when the data has one, ending in the boxed answer."""
+  worked = example.meta.get("answer_cot") or ""
+  worked = _FINAL_LINE.sub("", worked).strip()
+  final = f"The answer is \\boxed{{{example.answer}}}." if task in ("math", "choice") else example.answer
+  return f"{worked}\n{final}" if worked else final
+
+
+def response_ids(tokenizer, text: str, limit: int) -> list[int]:
+  """Gold response ids ending with an end-of-turn id, cut to `limit` (the end id kept only if it fits)."""
+  ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [stop_token_ids(tokenizer, chat=True)[-1]]
+  return ids[:limit]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class OuterBatch:
+  """One outer-loop batch: layouts of round 1, the stacked middle rounds (or None) and the last round (or None
+  with one round), and the gold answers `[B, L]` right-padded."""
+
+  first: dict[str, PromptLayout]
+  middle: dict[str, PromptLayout] | None
+  last: dict[str, PromptLayout] | None
+  target: jax.Array
+  target_mask: jax.Array
+
+
+def outer_batch(system: System, tokenizers, examples: Sequence[Example], *, rounds: int, steps: int, task: str,
+                target_tokens: int, min_prompt: int, book: PromptBook | None = None) -> OuterBatch:  # fmt: skip
+  """Prompts of every round for `examples`, laid out like `ask` does, and their gold answers."""
+  questions = [e.question for e in examples]
+  prompts = segmented_prompts(system, tokenizers, questions, rounds=rounds, task=task, book=book)
+  lays = layouts_by_round(system, prompts, steps, min_length=min_prompt)
+  middle = jax.tree.map(lambda *x: jnp.stack(x), *lays[1:-1]) if rounds > 2 else None
+  tok = tokenizers[system.pattern.decoder]
+  target = np.zeros((len(examples), target_tokens), np.int32)
+  target_mask = np.zeros((len(examples), target_tokens), bool)
+  for i, e in enumerate(examples):
+    ids = response_ids(tok, gold_response(e, task), target_tokens)
+    target[i, : len(ids)], target_mask[i, : len(ids)] = ids, True
+  return OuterBatch(lays[0], middle, lays[-1] if rounds > 1 else None, jnp.asarray(target), jnp.asarray(target_mask))
+
+
+def inner_prompt(question: str, task: str) -> roles.RolePrompt:
+  """The inner loop's turn: any agent answering the question on its own (the link learns the agent's own
+  hidden-to-embedding map, so the role does not matter)."""
+  return roles.RolePrompt(roles.SYSTEM, f"Problem:\n{question}\n\n{roles.final_instruction(task)}")
+
+
+def inner_batch(tokenizer, examples: Sequence[Example], *, task: str, length: int):
+  """`(ids, mask, response)` `[B, length]`, left-padded: the rendered prompt then the gold response (cut first)."""
+  seqs, marks = [], []
+  for e in examples:
+    p = inner_prompt(e.question, task)
+    prompt = tokenizer(render_chat(tokenizer, p.system, p.user), add_special_tokens=False)["input_ids"]
+    answer = response_ids(tokenizer, gold_response(e, task), max(1, length - len(prompt)))
+    prompt = prompt[-(length - len(answer)) :]
+    seqs.append(prompt + answer)
+    marks.append([0] * len(prompt) + [1] * len(answer))
+  ids, mask = left_pad(seqs, length)
+  response, _ = left_pad(marks, length)
+  return jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(response.astype(bool))

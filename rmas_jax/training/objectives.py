@@ -1,0 +1,75 @@
+"""The two training objectives of the paper (§4): the inner loop's cosine alignment (eq. 5) and the outer loop's
+cross-entropy of the final answer through every recursion round (eq. 6, `rollout` mode).
+
+Backbones are frozen: their hidden states enter the inner loss as constants, and in the outer loss gradients flow
+through them (to reach earlier links) but are taken only with respect to the links.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rmas_jax.links.recursive_link import RecursiveLink
+from rmas_jax.models.transformer import CausalLM
+from rmas_jax.patterns.system import System, run_rounds
+from rmas_jax.prompts.slots import PromptLayout
+
+
+def cosine_distance(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
+  """`1 - cos(a, b)` over the last axis, in fp32."""
+  a, b = a.astype(jnp.float32), b.astype(jnp.float32)
+  dot = jnp.sum(a * b, axis=-1)
+  return 1.0 - dot / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + eps)
+
+
+def inner_loss(
+  backbone: CausalLM,
+  inner: RecursiveLink,
+  ids: jax.Array,  # [B, T] prompt + gold response, left-padded
+  mask: jax.Array,  # [B, T] 1 for real tokens
+  response: jax.Array,  # [B, T] 1 on the gold response's tokens
+) -> jax.Array:
+  """Eq. 5: mean over response positions of `1 - cos(R_in(h_t), Emb(y_{t+1}))`, backbone frozen."""
+  hidden = jax.lax.stop_gradient(backbone(ids, attention_mask=mask, return_logits=False).hidden)  # [B, T, D]
+  target = jax.lax.stop_gradient(backbone.embed(ids[:, 1:]))  # [B, T-1, D] what the model reads as token t+1
+  pairs = (mask[:, :-1] & response[:, 1:]).astype(jnp.float32)  # h_t predicts a response token
+  dist = cosine_distance(inner(hidden[:, :-1]), target)  # [B, T-1]
+  return jnp.sum(dist * pairs) / jnp.maximum(jnp.sum(pairs), 1.0)
+
+
+def answer_cross_entropy(
+  decoder: CausalLM,
+  prompt_embeds: jax.Array,  # [B, T, D] the decoder's prompt with its latents in place
+  prompt_mask: jax.Array,  # [B, T]
+  target: jax.Array,  # [B, L] gold answer ids, right-padded
+  target_mask: jax.Array,  # [B, L]
+) -> jax.Array:
+  """Teacher-forced cross-entropy of the gold answer after the decoder's prompt, mean over target tokens."""
+  t = prompt_mask.shape[1]
+  embeds = jnp.concatenate([prompt_embeds, decoder.embed(target).astype(prompt_embeds.dtype)], axis=1)
+  mask = jnp.concatenate([prompt_mask, target_mask], axis=1)
+  hidden = decoder(inputs_embeds=embeds, attention_mask=mask, return_logits=False).hidden
+  logits = decoder.logits(hidden[:, t - 1 : t - 1 + target.shape[1]]).astype(jnp.float32)  # [B, L, V]
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, target)
+  weight = target_mask.astype(jnp.float32)
+  return jnp.sum(ce * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+
+
+def rollout_loss(
+  system: System,
+  first: dict[str, PromptLayout],
+  middle: dict[str, PromptLayout] | None,
+  last: dict[str, PromptLayout] | None,
+  target: jax.Array,
+  target_mask: jax.Array,
+  *,
+  steps: int,
+  remat: bool = True,
+) -> jax.Array:
+  """Eq. 6 as printed: real latent rollouts through all rounds, then the final answer's cross-entropy; the gradient
+  reaches every round's links through the frozen agents (steps recomputed in the backward pass with `remat`)."""
+  decoder_input = run_rounds(system, first, middle, last, steps=steps, remat=remat)
+  decoder = system.agents[system.pattern.decoder].backbone
+  return answer_cross_entropy(decoder, decoder_input.embeds, decoder_input.mask, target, target_mask)

@@ -1,0 +1,139 @@
+"""Link training on tiny agents: backbones never change, each stage's optimizer touches only its link group and
+keeps state only for links, the outer gradient reaches round-1 links through later frozen agents, a non-finite
+step changes nothing, and a run killed with SIGKILL resumes to exactly the losses of an uninterrupted one."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rmas_jax.config_lib import load_config
+from rmas_jax.patterns.from_config import load_system
+from rmas_jax.training import trainer
+from rmas_jax.training.batches import inner_batch, outer_batch
+from rmas_jax.training.objectives import rollout_loss
+from rmas_jax.training.optimizer import link_groups, split_links, stage_optimizer
+
+CONFIG = "configs/tiny.py:distillation"
+
+
+@pytest.fixture(scope="module")
+def setup():
+  config = load_config(CONFIG)
+  loaded = load_system(config, progress=False)
+  return config, loaded, trainer.training_examples(config)
+
+
+def leaves_by_group(links, groups):
+  out = {"inner": [], "outer": []}
+  for leaf, group in zip(jax.tree.leaves(links), jax.tree.leaves(groups), strict=True):
+    out[group].append(np.asarray(leaf))
+  return out
+
+
+def test_stage_optimizers_touch_only_their_group(setup):
+  config, loaded, examples = setup
+  config = config.copy_and_resolve_references()
+  config.train.warmup = 0  # with a warm-up the first step's rate is 0
+  graphdef, links, frozen = split_links(loaded.system)
+  groups = link_groups(links)
+  roles = loaded.system.pattern.roles
+  batch = {r: inner_batch(loaded.tokenizers[r], examples[:2], task="math", length=96) for r in roles}
+  ob = outer_batch(loaded.system, loaded.tokenizers, examples[:2], rounds=2, steps=2, task="math", target_tokens=12,
+                   min_prompt=16)  # fmt: skip
+  for stage, step_fn, b in (("inner", trainer.make_inner_step, batch), ("outer", trainer.make_outer_step, ob)):
+    opt = stage_optimizer(stage, config.train.copy_and_resolve_references(), 10)
+    opt_state = opt.init(links)
+    link_count = sum(x.size for x in jax.tree.leaves(links))
+    group_count = sum(x.size for x in leaves_by_group(links, groups)[stage])
+    state_count = sum(x.size for x in jax.tree.leaves(opt_state))
+    assert 2 * group_count <= state_count <= 2 * group_count + 8 < 2 * link_count  # Adam moments of one group only
+    fn = step_fn(graphdef, opt, list(loaded.system.pattern.roles)) if stage == "inner" else step_fn(graphdef, opt, 2)
+    before = leaves_by_group(jax.tree.map(jnp.copy, links), groups)
+    frozen_before = [np.asarray(x).copy() for x in jax.tree.leaves(frozen)]
+    new_links, _, metrics = fn(jax.tree.map(jnp.copy, links), frozen, opt_state, b)
+    after = leaves_by_group(new_links, groups)
+    other = "outer" if stage == "inner" else "inner"
+    assert bool(metrics["finite"])
+    assert all(np.array_equal(x, y) for x, y in zip(before[other], after[other], strict=True))
+    assert not all(np.array_equal(x, y) for x, y in zip(before[stage], after[stage], strict=True))
+    assert all(np.array_equal(x, np.asarray(y)) for x, y in zip(frozen_before, jax.tree.leaves(frozen), strict=True))
+
+
+def test_outer_gradient_reaches_first_round_links(setup):
+  _, loaded, examples = setup
+  graphdef, links, frozen = split_links(loaded.system)
+
+  def grads(rounds):
+    b = outer_batch(loaded.system, loaded.tokenizers, examples[:2], rounds=rounds, steps=2, task="math",
+                    target_tokens=12, min_prompt=16)  # fmt: skip
+
+    def loss(lk):
+      from flax import nnx
+
+      s = nnx.merge(graphdef, lk, frozen)
+      return rollout_loss(s, b.first, b.middle, b.last, b.target, b.target_mask, steps=2)
+
+    return jax.jit(jax.grad(loss))(links)
+
+  def norm(g, *path):
+    node = g
+    for p in path:
+      node = node[p]
+    return float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(node)))
+
+  two = grads(2)
+  # The learner -> expert feedback link acts only between round 1 and round 2: its gradient must pass through the
+  # expert's round-2 rollout, the expert -> learner link and the learner's decode, all frozen agents.
+  assert norm(two, "outer", "learner_to_expert") > 0
+  assert norm(two, "agents", "expert", "inner") > 0 and norm(two, "agents", "learner", "inner") > 0
+  one = grads(1)
+  assert norm(one, "outer", "learner_to_expert") == 0  # with one round nothing is fed back
+
+
+def test_non_finite_step_changes_nothing(setup):
+  config, loaded, _ = setup
+  graphdef, links, frozen = split_links(loaded.system)
+  opt = stage_optimizer("outer", config.train, 10)
+  opt_state = opt.init(links)
+  nan_loss = lambda lk, fr, b: jnp.sum(jax.tree.leaves(lk)[0]) * jnp.nan  # noqa: E731
+  new_links, new_state, metrics = trainer._guarded_update(nan_loss, opt, links, frozen, opt_state, None)
+  assert not bool(metrics["finite"])
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(links), jax.tree.leaves(new_links), strict=True))
+  assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(opt_state), jax.tree.leaves(new_state), strict=True))
+
+
+def _train_cmd(workdir):
+  return [sys.executable, "train.py", f"--config={CONFIG}", f"--workdir={workdir}", "--config.train.outer_steps=5"]
+
+
+def _losses(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [(r["step"], r["loss"]) for r in map(json.loads, f)]
+
+
+def test_kill_and_resume_continues_the_same_losses(tmp_path):
+  whole, killed = tmp_path / "whole", tmp_path / "killed"
+  first = subprocess.run(_train_cmd(whole), capture_output=True, text=True, timeout=600)
+  assert first.returncode == 0, first.stderr[-2000:]
+  assert [s for s, _ in _losses(whole)] == list(range(8))
+
+  proc = subprocess.Popen(_train_cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 600
+  while not (killed / "checkpoints" / "4").exists():  # step 4 is complete: orbax renames it into place last
+    assert proc.poll() is None and time.time() < deadline, "the run ended before its step-4 checkpoint"
+    time.sleep(0.05)
+  os.kill(proc.pid, signal.SIGKILL)
+  proc.wait()
+  again = subprocess.run(_train_cmd(killed), capture_output=True, text=True, timeout=600)
+  assert again.returncode == 0, again.stderr[-2000:]
+  summary = json.loads(again.stdout.strip().splitlines()[-1])
+  assert 4 <= summary["resumed_from"] < 8
+  assert _losses(killed) == _losses(whole)  # bit-identical float losses, each step once
