@@ -1,22 +1,47 @@
-"""Evaluates a system: `python eval.py --config configs/sequential.py --workdir DIR`.
+"""Evaluates a system or a baseline: `python eval.py --config configs/sequential.py --workdir DIR`.
 
-The backbones, their loaders and text generation exist (see README); the RecursiveLinks, the recursion and
-the evaluation are the next layers and are not written yet. Until they are, this command checks the
-config and says so, with a non-zero exit, instead of pretending to run.
+`--config.eval.dataset=gsm_symbolic --config.eval.limit=30 --config.eval.method=recursive_mas` and the like; trained
+links are loaded from `DIR/checkpoints` when present. The result goes to `DIR/eval/<dataset>-<method>-r<R>.json`;
+an interrupted evaluation resumes from the records already written.
 """
+
+import json
+import logging
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
 
-from rmas_jax.config_lib import preflight
+from rmas_jax.config_lib import entry_check
+from rmas_jax.training.checkpoints import CheckpointMismatchError
+from rmas_jax.weights.errors import ModelLoadError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<style>.py[:preset]", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics and results go")
+_WORKDIR = flags.DEFINE_string("workdir", None, "run directory: trained links are read from DIR/checkpoints")
 
 
 def main(argv):
   del argv
-  return preflight(_CONFIG.value, "evaluation of a system")
+  config = _CONFIG.value
+  problem = entry_check(config, _WORKDIR.value, "results")
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    return 2
+  logging.getLogger("absl").setLevel(logging.WARNING)
+  from rmas_jax.evaluation.datasets import DatasetUnavailableError
+  from rmas_jax.evaluation.runner import evaluate
+  from rmas_jax.runtime import enable_compilation_cache
+
+  try:
+    enable_compilation_cache()
+    result = evaluate(config, _WORKDIR.value)
+  except (ValueError, ModelLoadError, CheckpointMismatchError, DatasetUnavailableError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  keys = ("dataset", "method", "rounds", "links", "n", "accuracy", "decoded_tokens_per_question",
+          "seconds_per_question")
+  print(json.dumps({k: result[k] for k in keys}))
+  return 0
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rmas_jax.config_lib import validate
+from rmas_jax.config_lib import entry_check
 from rmas_jax.training.checkpoints import CheckpointMismatchError
 from rmas_jax.weights.errors import ModelLoadError
 
@@ -23,18 +23,15 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "where checkpoints, metrics.json
 def main(argv):
   del argv
   config = _CONFIG.value
-  if config is None:
-    print("error: --config is required, e.g. --config configs/sequential.py", file=sys.stderr)
-    return 2
-  if not _WORKDIR.value:
-    print("error: --workdir is required (checkpoints and metrics go there)", file=sys.stderr)
+  problem = entry_check(config, _WORKDIR.value, "checkpoints and metrics")
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
     return 2
   logging.getLogger("absl").setLevel(logging.WARNING)
   from rmas_jax.runtime import enable_compilation_cache
   from rmas_jax.training.trainer import train
 
   try:
-    validate(config)
     enable_compilation_cache()
     summary = train(config, _WORKDIR.value)
   except (ValueError, ModelLoadError, CheckpointMismatchError) as e:

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from rmas_jax.config_lib import load_config  # noqa: E402
 from rmas_jax.patterns.ask import ask  # noqa: E402
 from rmas_jax.patterns.from_config import load_system, sampling_of  # noqa: E402
+from rmas_jax.results import write_benchmark  # noqa: E402
 
 QUESTION = (
   "A baker makes 24 muffins in the morning and 3 times as many in the afternoon. She sells 70 muffins. "
@@ -65,7 +66,6 @@ def main() -> None:
       rows.append(row)
       print(json.dumps(row), file=sys.stderr, flush=True)
 
-  platform_name = jax.default_backend()
   out = dict(
     config=args.config,
     models={role: spec for role, spec in loaded.models.items()},
@@ -77,13 +77,7 @@ def main() -> None:
     date=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     rows=rows,
   )
-  os.makedirs("benchmarks/results", exist_ok=True)
-  path = f"benchmarks/results/ask-timing-{platform_name}.json"
-  if os.path.exists(path) and not args.overwrite:
-    path = path.replace(".json", f"-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
-  with open(path + ".tmp", "w") as f:
-    json.dump(out, f, indent=2)
-  os.replace(path + ".tmp", path)
+  path = write_benchmark(f"ask-timing-{jax.default_backend()}", out, overwrite=args.overwrite)
   print("| R | m | s/question | latent rounds s (share) | decode s (share) | tokens | ms/token | ms/latent step |")
   print("|---|---|---|---|---|---|---|---|")
   for r in rows:

@@ -21,13 +21,20 @@ def base_config() -> ml_collections.ConfigDict:
     dict(enabled=False, names=["python", "search"], search_corpus="", max_calls=5, python_timeout_s=10.0,
          result_tokens=256)  # fmt: skip
   )
-  # Link training (paper §4). Defaults follow the release's recipe (lr 5e-4, cosine with 10 warm-up steps, AdamW
-  # beta 0.9/0.95, no weight decay, clip 1.0, 3 rounds) with CPU-sized step counts and lengths.
+  # Link training (paper §4). The optimizer follows the release's recipe (lr 5e-4, cosine with 10 warm-up steps,
+  # AdamW beta 0.9/0.95, no weight decay, clip 1.0); rounds, lengths and step counts are CPU-sized (the release
+  # trains 3 rounds, 20000 steps). Scanned layers keep the outer step's program (all rounds, forward and backward)
+  # quick to compile. Prompts longer than `prompt_bucket` slots (latents included) are skipped.
   c.train = ml_collections.ConfigDict(
-    dict(mode="rollout", dataset="gsm_symbolic", data_path="", examples=2000, inner_steps=20, outer_steps=20,
+    dict(mode="rollout", dataset="gsm_symbolic", data_path="", examples=2000, inner_steps=30, outer_steps=12,
          batch_size=2, inner_lr=5e-4, outer_lr=5e-4, warmup=10, b1=0.9, b2=0.95, weight_decay=0.0, clip=1.0,
-         rounds=3, latent_steps=8, target_tokens=64, inner_tokens=192, prompt_bucket=256, checkpoint_every=10,
-         keep=3, remat=True)  # fmt: skip
+         rounds=2, latent_steps=4, target_tokens=48, inner_tokens=192, prompt_bucket=256, checkpoint_every=5,
+         keep=3, remat=True, scan_layers=True)  # fmt: skip
+  )
+  # Evaluation (`eval.py`): dataset by name (gsm_symbolic, math500, gpqa_diamond, ...) or a local file in `path`.
+  c.eval = ml_collections.ConfigDict(
+    dict(dataset="gsm_symbolic", split="test", path="", limit=30, method="recursive_mas", rounds=0, latent_steps=0,
+         num_samples=1, batch_size=4, scoring="strict", single_role="", agent_tokens=128)  # fmt: skip
   )
   return c
 

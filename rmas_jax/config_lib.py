@@ -38,27 +38,6 @@ def validate(config) -> None:
         raise ValueError(f"config.inference.{key}: {inference[key]}; expected >= 1")
 
 
-def preflight(config, job: str) -> int:
-  """What `train.py` / `eval.py` do until the system layers exist: check the config, say what is missing.
-
-  Returns the process exit status (2: nothing was run).
-  """
-  import sys
-
-  if config is None:
-    print("error: --config is required, e.g. --config configs/sequential.py", file=sys.stderr)
-    return 2
-  try:
-    validate(config)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  agents = ", ".join(f"{a['role']}={a['model']}" for a in config.agents)
-  print(f"config ok: {config.style} ({agents})", file=sys.stderr)
-  print(f"error: {job} is not implemented yet; only the backbones are (see README, Status)", file=sys.stderr)
-  return 2
-
-
 def load_config(spec: str):
   """A config from `path/to/style.py[:preset]` (the same spelling `--config` takes)."""
   import importlib.util
@@ -101,3 +80,16 @@ def apply_overrides(config, assignments) -> None:
       node[leaf] = value
     except TypeError as e:
       raise ValueError(f"override {item!r}: {e}") from None
+
+
+def entry_check(config, workdir: str | None, purpose: str) -> str | None:
+  """What is wrong with a `train.py` / `eval.py` invocation, as one line, or None."""
+  if config is None:
+    return "--config is required, e.g. --config configs/sequential.py"
+  if not workdir:
+    return f"--workdir is required ({purpose} go there)"
+  try:
+    validate(config)
+  except ValueError as e:
+    return str(e)
+  return None

@@ -19,3 +19,18 @@ def write_json_new(path: str, payload) -> None:
     os.link(tmp, path)  # fails if `path` exists, unlike a rename
   finally:
     os.unlink(tmp)
+
+
+def write_benchmark(name: str, payload, *, overwrite: bool) -> str:
+  """Writes `benchmarks/results/<name>.json` atomically; an existing file is replaced only with `overwrite`,
+  otherwise the new result gets a timestamped name. Returns the path written."""
+  import datetime
+
+  os.makedirs("benchmarks/results", exist_ok=True)
+  path = f"benchmarks/results/{name}.json"
+  if os.path.exists(path) and not overwrite:
+    path = path.replace(".json", f"-{datetime.datetime.now():%Y%m%d-%H%M%S}.json")
+  with open(path + ".tmp", "w") as f:
+    json.dump(payload, f, indent=2)
+  os.replace(path + ".tmp", path)
+  return path

@@ -24,16 +24,13 @@ def test_every_style_config_validates(path):
 
 
 @pytest.mark.parametrize("script", ["train.py", "eval.py"])
-def test_entry_points_check_config_and_say_what_is_missing(script):
-  run = lambda cfg: subprocess.run(
-    [sys.executable, script, "--config", cfg],
-    capture_output=True,
-    text=True,  # noqa: E731
-    cwd=ROOT,
-    timeout=120,
-  )
-  result = run("configs/sequential.py")
-  assert result.returncode == 2
-  assert "config ok: sequential" in result.stderr and "not implemented yet" in result.stderr
-  bad = run("configs/sequential.py:nope")
+def test_entry_points_say_what_is_wrong_in_one_line(script, tmp_path):
+  def run(*args):
+    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+  missing = run("--config", "configs/sequential.py")
+  assert missing.returncode == 2 and missing.stderr.strip().splitlines()[-1].startswith("error: --workdir is required")
+  bad = run("--config", "configs/sequential.py:nope", f"--workdir={tmp_path}")
   assert bad.returncode != 0 and "unknown preset 'nope'" in bad.stderr
+  wrong = run("--config", "configs/tiny.py", f"--workdir={tmp_path}", "--config.dtype=float16")
+  assert wrong.returncode == 2 and wrong.stderr.strip().splitlines()[-1].startswith("error: config.dtype: 'float16'")

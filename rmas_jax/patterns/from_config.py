@@ -55,8 +55,10 @@ def toolbox_of(config) -> ToolBox | None:
                       python_timeout_s=t.python_timeout_s)  # fmt: skip
 
 
-def load_system(config, *, progress: bool = True) -> LoadedSystem:
-  """Loads the config's agents (roles naming one model share its weights) and builds the system with fresh links."""
+def load_system(config, *, progress: bool = True, scan_layers: bool | None = None) -> LoadedSystem:
+  """Loads the config's agents (roles naming one model share its weights) and builds the system with fresh links.
+
+  `scan_layers` picks the backbones' layer layout (None: the platform default)."""
   pattern = pattern_of(config)
   models = {a["role"]: a["model"] for a in config.agents}
   missing, extra = set(pattern.roles) - set(models), set(models) - set(pattern.roles)
@@ -66,7 +68,7 @@ def load_system(config, *, progress: bool = True) -> LoadedSystem:
   prompts = prompts_of(config, pattern)
   loaded = {}
   for spec in dict.fromkeys(models.values()):
-    loaded[spec] = load_pretrained(spec, dtype=config.dtype, progress=progress)
+    loaded[spec] = load_pretrained(spec, dtype=config.dtype, progress=progress, scan_layers=scan_layers)
   backbones = {role: loaded[spec].model for role, spec in models.items()}
   links = config.get("links") or {}
   system = build_system(pattern, backbones, form=links.get("form", "official"),

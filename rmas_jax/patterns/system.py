@@ -78,6 +78,22 @@ class DecoderInput:
   mask: jax.Array  # [B, T]
 
 
+def _think(agent: Agent, embeds: jax.Array, mask: jax.Array, steps: int, remat: bool) -> jax.Array:
+  """`R_in` of the agent's m latent states. With `remat`, the backward pass recomputes the whole rollout (prefill
+  included) from its input vectors, so a round's stored activations are one agent's, not all of them."""
+
+  graphdef, state = nnx.split(agent)
+
+  def rollout(state, embeds, mask):
+    agent = nnx.merge(graphdef, state)
+    b, t = mask.shape
+    cache = KVCache.init(agent.backbone.cfg, b, t + steps - 1, agent.backbone.dtype)
+    hidden = latent_rollout(agent.backbone, agent.inner, embeds, mask, cache, steps, remat=remat).hidden
+    return agent.inner(hidden)
+
+  return (jax.checkpoint(rollout) if remat else rollout)(state, embeds, mask)
+
+
 def think_round(system: System, layouts: Mapping[str, PromptLayout], feedback: Latents | None, *, steps: int,
                 final: bool, remat: bool = False) -> tuple[Latents, DecoderInput | None]:  # fmt: skip
   """One round of the pattern.
@@ -109,10 +125,7 @@ def think_round(system: System, layouts: Mapping[str, PromptLayout], feedback: L
       continue
     if not pattern.thinks(role, final):
       continue
-    b, t = lay.mask.shape
-    cache = KVCache.init(agent.backbone.cfg, b, t + steps - 1, agent.backbone.dtype)
-    hidden = latent_rollout(agent.backbone, agent.inner, embeds, lay.mask, cache, steps, remat=remat).hidden
-    thoughts = agent.inner(hidden)  # [B, m, d] the vectors the agent fed (and would feed) itself
+    thoughts = _think(agent, embeds, lay.mask, steps, remat)  # [B, m, d] the vectors the agent fed itself
     for e in pattern.outgoing(role):
       if e.feedback and final:
         continue

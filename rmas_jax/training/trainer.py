@@ -24,7 +24,6 @@ import optax
 from flax import nnx
 
 from rmas_jax.evaluation.datasets import Example, load_examples
-from rmas_jax.generation.sampler import bucket
 from rmas_jax.patterns.ask import segmented_prompts
 from rmas_jax.patterns.from_config import LoadedSystem, load_system
 from rmas_jax.training.batches import OuterBatch, inner_batch, outer_batch
@@ -104,16 +103,19 @@ def training_examples(config) -> list[Example]:
   return load_examples(t.dataset, **kw)
 
 
-def longest_prompt(loaded: LoadedSystem, examples: Sequence[Example], *, rounds: int, steps: int, task: str,
-                   floor: int) -> int:  # fmt: skip
-  """The prompt length bucket that fits every example's every round, so the outer step compiles once."""
-  longest = 0
+def fitting_examples(loaded: LoadedSystem, examples: Sequence[Example], *, rounds: int, steps: int, task: str,
+                     length: int) -> list[Example]:  # fmt: skip
+  """The examples whose prompts, in every round and role, fit `length` slots with their latents (so the outer step
+  compiles once, for that length)."""
+  kept = []
   for i in range(0, len(examples), 64):
-    questions = [e.question for e in examples[i : i + 64]]
-    prompts = segmented_prompts(loaded.system, loaded.tokenizers, questions, rounds=rounds, task=task,
-                                book=loaded.prompts)  # fmt: skip
-    longest = max(longest, max(p.length(steps) for rp in prompts for ps in rp.values() for p in ps))
-  return bucket(longest, floor)
+    chunk = examples[i : i + 64]
+    prompts = segmented_prompts(loaded.system, loaded.tokenizers, [e.question for e in chunk], rounds=rounds,
+                                task=task, book=loaded.prompts)  # fmt: skip
+    for j, e in enumerate(chunk):
+      if max(ps[j].length(steps) for rp in prompts for ps in rp.values()) <= length:
+        kept.append(e)
+  return kept
 
 
 def run_fingerprint(config) -> str:
@@ -173,7 +175,7 @@ def train(config, workdir: str, *, loaded: LoadedSystem | None = None, progress:
   if t.mode not in MODES:
     raise ValueError(f"config.train.mode: {t.mode!r}; expected one of {MODES} (teacher_forced is not written yet)")
   os.makedirs(workdir, exist_ok=True)
-  loaded = loaded or load_system(config, progress=progress)
+  loaded = loaded or load_system(config, progress=progress, scan_layers=t.scan_layers)
   system = loaded.system
   plan = StagePlan(t.inner_steps, t.outer_steps)
   graphdef, links, frozen = split_links(system)
@@ -193,10 +195,15 @@ def train(config, workdir: str, *, loaded: LoadedSystem | None = None, progress:
   metrics_log = MetricsLog(workdir, start)
 
   roles = list(system.pattern.roles)
-  prompt_length = t.prompt_bucket
   if t.outer_steps:
-    prompt_length = longest_prompt(loaded, examples, rounds=t.rounds, steps=t.latent_steps, task=config.task,
-                                   floor=t.prompt_bucket)  # fmt: skip
+    fitting = fitting_examples(loaded, examples, rounds=t.rounds, steps=t.latent_steps, task=config.task,
+                               length=t.prompt_bucket)  # fmt: skip
+    if len(fitting) < len(examples):
+      log.warning("%d of %d training examples have prompts longer than train.prompt_bucket=%d; skipped",
+                  len(examples) - len(fitting), len(examples), t.prompt_bucket)  # fmt: skip
+    if not fitting:
+      raise ValueError(f"config.train.prompt_bucket: {t.prompt_bucket} fits no training prompt; raise it")
+    examples = fitting
   steps_fn = {"inner": make_inner_step(graphdef, optimizers["inner"], roles),
               "outer": make_outer_step(graphdef, optimizers["outer"], t.latent_steps, remat=t.remat)}  # fmt: skip
 
@@ -205,7 +212,7 @@ def train(config, workdir: str, *, loaded: LoadedSystem | None = None, progress:
     if plan.stage(step) == "inner":
       return {r: inner_batch(loaded.tokenizers[r], chosen, task=config.task, length=t.inner_tokens) for r in roles}
     return outer_batch(system, loaded.tokenizers, chosen, rounds=t.rounds, steps=t.latent_steps, task=config.task,
-                       target_tokens=t.target_tokens, min_prompt=prompt_length, book=loaded.prompts)  # fmt: skip
+                       target_tokens=t.target_tokens, min_prompt=t.prompt_bucket, book=loaded.prompts)  # fmt: skip
 
   bar = None
   if progress:
@@ -240,3 +247,22 @@ def train(config, workdir: str, *, loaded: LoadedSystem | None = None, progress:
     store.close()
   nnx.update(system, links)
   return dict(steps=plan.total, resumed_from=start, skipped=skipped, last=last)
+
+
+def restore_links(config, system, workdir: str) -> int | None:
+  """Loads the latest trained links of `workdir/checkpoints` into `system`; returns their step, or None if there
+  is no checkpoint (a checkpoint from a different run config is an error, not silently ignored)."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return None
+  t = config.train
+  plan = StagePlan(t.inner_steps, t.outer_steps)
+  with CheckpointStore(directory, fingerprint=run_fingerprint(config), keep=t.keep) as store:
+    step = store.latest_step()
+    if not step:
+      return None
+    _, links, _ = split_links(system)
+    opt_state = stage_optimizer(plan.stage(step - 1), t, plan.steps_in(plan.stage(step - 1))).init(links)
+    links, _, _ = store.restore(step, links_template=links, opt_state_template=opt_state)
+  nnx.update(system, links)
+  return step
