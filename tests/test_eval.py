@@ -66,3 +66,19 @@ def test_eval_command_bad_input_is_one_line(tmp_path):
   result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=dict(os.environ))
   assert result.returncode == 2
   assert result.stderr.strip().splitlines()[-1].startswith("error: config.eval.method: 'nope'; expected one of")
+
+
+def test_report_table_hand_checked(tmp_path):
+  from rmas_jax import report
+
+  (tmp_path / "eval").mkdir()
+  common = dict(dataset="gsm_symbolic", rounds=2, n=10, links="")
+  for method, acc, tokens, seconds in (("recursive_text_mas", 0.5, 400.0, 4.0), ("recursive_mas", 0.6, 100.0, 2.0)):
+    result = dict(common, method=method, accuracy=acc, decoded_tokens_per_question=tokens, seconds_per_question=seconds)
+    (tmp_path / "eval" / f"gsm_symbolic-{method}-r2.json").write_text(json.dumps(result))
+  assert report.main([str(tmp_path)]) == 0
+  table = (tmp_path / "eval" / "report.md").read_text()
+  ours = next(line for line in table.splitlines() if "| recursive_mas |" in line)
+  assert ours.endswith("| 0.600 | 100.0 | 2.00 | 2.00× | 75.0% |")
+  assert (tmp_path / "eval" / "report-seconds.png").exists()
+  assert report.main([str(tmp_path / "nothing")]) == 2
