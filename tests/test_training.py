@@ -137,3 +137,16 @@ def test_kill_and_resume_continues_the_same_losses(tmp_path):
   summary = json.loads(again.stdout.strip().splitlines()[-1])
   assert 4 <= summary["resumed_from"] < 8
   assert _losses(killed) == _losses(whole)  # bit-identical float losses, each step once
+
+
+def test_gold_answer_keeps_its_final_line_under_a_short_budget(setup):
+  _, loaded, examples = setup
+  from rmas_jax.training.batches import response_ids
+
+  tok = loaded.tokenizers["learner"]  # byte-level: one id per byte
+  e = examples[0]
+  ids = response_ids(tok, e, "math", 40)
+  text = tok.decode(ids, skip_special_tokens=False)
+  assert len(ids) == 40 and text.endswith(f"\nThe answer is \\boxed{{{e.answer}}}.<|im_end|>")
+  assert text.startswith(e.meta["answer_cot"][:5])
+  assert tok.decode(response_ids(tok, e, "math", 10), skip_special_tokens=False).endswith("}.<|im_end|>")

@@ -22,18 +22,24 @@ from rmas_jax.weights.tokenizer import stop_token_ids
 _FINAL_LINE = re.compile(r"\n?####\s*(.+?)\s*$")
 
 
-def gold_response(example: Example, task: str = "math") -> str:
-  """What the decoder should write: the worked solution when the data has one, ending in the boxed answer."""
+def gold_response(example: Example, task: str = "math") -> tuple[str, str]:
+  """What the decoder should write, as (worked solution when the data has one, final answer line)."""
   worked = example.meta.get("answer_cot") or ""
   worked = _FINAL_LINE.sub("", worked).strip()
   final = f"The answer is \\boxed{{{example.answer}}}." if task in ("math", "choice") else example.answer
-  return f"{worked}\n{final}" if worked else final
+  return worked, final
 
 
-def response_ids(tokenizer, text: str, limit: int) -> list[int]:
-  """Gold response ids ending with an end-of-turn id, cut to `limit` (the end id kept only if it fits)."""
-  ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [stop_token_ids(tokenizer, chat=True)[-1]]
-  return ids[:limit]
+def response_ids(tokenizer, example: Example, task: str, limit: int) -> list[int]:
+  """Gold response ids within `limit`: the worked solution, cut short if need be, then always the final answer
+  line and an end-of-turn id (so a short budget still teaches where the answer goes)."""
+  worked, final = gold_response(example, task)
+  tail = tokenizer(("\n" if worked else "") + final, add_special_tokens=False)["input_ids"]
+  tail = tail + [stop_token_ids(tokenizer, chat=True)[-1]]
+  if len(tail) >= limit:
+    return tail[-limit:]
+  head = tokenizer(worked, add_special_tokens=False)["input_ids"] if worked else []
+  return head[: limit - len(tail)] + tail
 
 
 @jax.tree_util.register_dataclass
@@ -60,7 +66,7 @@ def outer_batch(system: System, tokenizers, examples: Sequence[Example], *, roun
   target = np.zeros((len(examples), target_tokens), np.int32)
   target_mask = np.zeros((len(examples), target_tokens), bool)
   for i, e in enumerate(examples):
-    ids = response_ids(tok, gold_response(e, task), target_tokens)
+    ids = response_ids(tok, e, task, target_tokens)
     target[i, : len(ids)], target_mask[i, : len(ids)] = ids, True
   return OuterBatch(lays[0], middle, lays[-1] if rounds > 1 else None, jnp.asarray(target), jnp.asarray(target_mask))
 
@@ -77,7 +83,7 @@ def inner_batch(tokenizer, examples: Sequence[Example], *, task: str, length: in
   for e in examples:
     p = inner_prompt(e.question, task)
     prompt = tokenizer(render_chat(tokenizer, p.system, p.user), add_special_tokens=False)["input_ids"]
-    answer = response_ids(tokenizer, gold_response(e, task), max(1, length - len(prompt)))
+    answer = response_ids(tokenizer, e, task, max(1, length - len(prompt)))
     prompt = prompt[-(length - len(answer)) :]
     seqs.append(prompt + answer)
     marks.append([0] * len(prompt) + [1] * len(answer))
