@@ -46,7 +46,7 @@ def get_config(preset: str | None = None):
   c.inference.latent_steps = 4
   c.generation.max_new_tokens = 16
   c.train.update(examples=64, inner_steps=3, outer_steps=4, rounds=2, latent_steps=3, target_tokens=24,
-                 inner_tokens=96, prompt_bucket=16, checkpoint_every=2, warmup=2)  # fmt: skip
+                 inner_tokens=96, prompt_bucket=1024, checkpoint_every=2, warmup=2)  # fmt: skip
   if preset == "custom":
     c.pattern = CUSTOM_PATTERN
     c.prompts = CUSTOM_PROMPTS
