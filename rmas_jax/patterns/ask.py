@@ -226,13 +226,14 @@ def ask(
         finish=[r.finish for r in group],
       )
     )
+  thinking = latent_steps_by_round(system.pattern, rounds, steps)
   accounting = {
     "pattern": system.pattern.name,
     "questions": len(questions),
     "rounds": rounds,
     "num_samples": num_samples,
-    "latent_steps": latent_steps_by_round(system.pattern, rounds, steps),
-    "latent_steps_total": sum(sum(v.values()) for v in latent_steps_by_round(system.pattern, rounds, steps).values()),
+    "latent_steps": thinking,
+    "latent_steps_total": sum(sum(v.values()) for v in thinking.values()),
     "decoded_tokens": {f"round {rounds}": {decoder_role: sum(len(r.ids) for r in results)}},
     "tool_calls": sum(r.interrupts for r in results),
     "tool_result_tokens": sum(r.inserted_tokens for r in results),
