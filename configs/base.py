@@ -32,9 +32,11 @@ def base_config() -> ml_collections.ConfigDict:
          keep=3, remat=True, scan_layers=True)  # fmt: skip
   )
   # Evaluation (`eval.py`): dataset by name (gsm_symbolic, math500, gpqa_diamond, ...) or a local file in `path`.
+  # `warmup`: run the first batch once untimed, so seconds per question leave compiling out.
   c.eval = ml_collections.ConfigDict(
     dict(dataset="gsm_symbolic", split="test", path="", limit=30, method="recursive_mas", rounds=0, latent_steps=0,
-         num_samples=1, batch_size=4, scoring="strict", single_role="", agent_tokens=128)  # fmt: skip
+         num_samples=1, batch_size=4, scoring="strict", single_role="", agent_tokens=128,
+         warmup=False)  # fmt: skip
   )
   return c
 

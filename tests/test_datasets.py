@@ -103,8 +103,24 @@ def test_file_errors(tmp_path):
     load_examples(_write_jsonl(tmp_path / "one.jsonl", [{"question": "q", "answer": "a"}]), split="test")
   with pytest.raises(ValueError, match="unknown dataset 'mystery'"):
     load_examples("mystery")
-  with pytest.raises(ValueError, match="champ-dataset"):
-    load_examples("champ")
+  with pytest.raises(ValueError, match="champ ships in a PyPI package"):
+    load_examples("champ", path="x.jsonl")
+  with pytest.raises(ValueError, match="one split, 'test'"):
+    load_examples("humaneval", split="train")
+
+
+def test_pypi_sets():
+  champ = load_examples("champ")
+  assert len(champ) == 270 and {e.task for e in champ} == {"math"}
+  by_id = {e.id: e for e in champ}
+  # "C(10, 5), or equivalently 252" keeps the value; a closed form stays as it is.
+  assert by_id["champ/P_Combinatorics_2"].answer == "252"
+  assert by_id["champ/P_Combinatorics_3"].answer == "2^floor(n/2)*floor(n/2)!"
+  humaneval = load_examples("humaneval", limit=5)
+  assert [e.id for e in humaneval][:2] == ["humaneval/HumanEval/0", "humaneval/HumanEval/1"]
+  first = humaneval[0]
+  assert first.task == "code" and "def check(candidate)" in first.answer
+  assert first.meta["entry_point"] == "has_close_elements" and "def has_close_elements" in first.question
 
 
 def test_gpqa_local_copy_shuffles_by_id(tmp_path):

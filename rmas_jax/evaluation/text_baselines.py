@@ -76,3 +76,51 @@ def text_rounds(system: System, tokenizers: Mapping[str, object], questions: Seq
         (new_feedback if e.feedback else sent)[e.link_name] = [x.text for x in out]
     feedback = new_feedback
   return final, {"decoded_tokens": spent}
+
+
+def _numbered(answers: Sequence[str]) -> str:
+  return "\n\n".join(f"[{k}] {a.strip()}" for k, a in enumerate(answers, 1))
+
+
+def proposer_prompt(question: str, previous: Sequence[str], task: str) -> str:
+  """A mixture-of-agents proposer's request: the problem, and from the second layer on the previous layer's
+  answers to improve on."""
+  text = f"Problem:\n{question}\n\n"
+  if previous:
+    text += (f"Answers other assistants gave to this problem:\n\n{_numbered(previous)}\n\n"
+             "Keep what is right in them, correct what is wrong, and give your own complete solution.\n\n")  # fmt: skip
+  return text + roles.final_instruction(task)
+
+
+def aggregator_prompt(question: str, answers: Sequence[str], task: str) -> str:
+  """The mixture-of-agents aggregator's request: merge the last layer's answers into one."""
+  return (f"Problem:\n{question}\n\nCandidate answers from several assistants:\n\n{_numbered(answers)}\n\n"
+          "Some of them may be wrong. Check them against each other and the problem, then write one correct "
+          f"solution.\n\n{roles.final_instruction(task)}")  # fmt: skip
+
+
+def mixture_of_agents(system: System, tokenizers: Mapping[str, object], questions: Sequence[str], *, rounds: int,
+                      task: str, max_new_tokens: int, agent_tokens: int, sampling: SamplingConfig,
+                      **kw) -> tuple[list[TextResult], dict]:  # fmt: skip
+  """Mixture-of-agents in text (Wang et al., 2024): `rounds` layers in which every agent of the system answers
+  (from layer 2 on, seeing the previous layer's answers), then the pattern's decoder aggregates the last layer.
+  Proposers write up to `agent_tokens` tokens each; the aggregator's text is the answer."""
+  order = list(system.pattern.roles)
+  previous: list[list[str]] = [[] for _ in questions]
+  spent: dict[str, int] = {}
+  for r in range(1, rounds + 1):
+    layer: list[list[str]] = [[] for _ in questions]
+    for role in order:
+      tok, model = tokenizers[role], system.agents[role].backbone
+      texts = [render_chat(tok, roles.SYSTEM, proposer_prompt(q, previous[i], task)) for i, q in enumerate(questions)]
+      out = _write(model, tok, texts, max_new_tokens=agent_tokens, sampling=sampling)
+      spent[f"round {r}/{role}"] = sum(len(x.ids) for x in out)
+      for i, x in enumerate(out):
+        layer[i].append(x.text)
+    previous = layer
+  decoder = system.pattern.decoder
+  tok, model = tokenizers[decoder], system.agents[decoder].backbone
+  texts = [render_chat(tok, roles.SYSTEM, aggregator_prompt(q, previous[i], task)) for i, q in enumerate(questions)]
+  final = _write(model, tok, texts, max_new_tokens=max_new_tokens, sampling=sampling, **kw)
+  spent[f"aggregate/{decoder}"] = sum(len(x.ids) for x in final)
+  return final, {"decoded_tokens": spent}
