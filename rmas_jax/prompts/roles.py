@@ -88,6 +88,17 @@ def solver(question: str, task: str = "math") -> RolePrompt:
   return RolePrompt(SYSTEM, user)
 
 
+def thinker_prompt(intro: str, question: str, round_index: int, rounds: int, sender: str,
+                   system: str = SYSTEM) -> RolePrompt:  # fmt: skip
+  """A thinking role's prompt: its role paragraph, from round 2 on the feedback paragraph from `sender`, then the
+  problem (the shape shared by the mixture experts, the distillation expert and the reflector)."""
+  parts = [intro]
+  if round_index > 1:
+    parts.append(feedback_paragraph(sender, round_index, rounds))
+  parts.append(f"Problem:\n{question}")
+  return RolePrompt(system, "\n\n".join(parts))
+
+
 # --- mixture: three domain experts, one summarizer ---------------------------------------------------------
 
 EXPERT_DOMAINS = ("math", "code", "science")
@@ -97,12 +108,9 @@ def expert(domain: str, question: str, round_index: int, rounds: int) -> RolePro
   """A domain expert of the mixture style; from round 2 on it reads the summarizer's feedback."""
   if domain not in EXPERT_DOMAINS:
     raise ValueError(f"expert domain {domain!r}: expected one of {EXPERT_DOMAINS}")
-  parts = [f"Your role is the {domain} expert. Look at the problem from the {domain} side only and note briefly "
-           "what matters for solving it; another agent will combine your notes with other experts'."]  # fmt: skip
-  if round_index > 1:
-    parts.append(feedback_paragraph("summarizer", round_index, rounds))
-  parts.append(f"Problem:\n{question}")
-  return RolePrompt(SYSTEM, "\n\n".join(parts))
+  intro = (f"Your role is the {domain} expert. Look at the problem from the {domain} side only and note briefly "
+           "what matters for solving it; another agent will combine your notes with other experts'.")  # fmt: skip
+  return thinker_prompt(intro, question, round_index, rounds, "summarizer")
 
 
 def summarizer(question: str, task: str = "math") -> RolePrompt:
@@ -121,12 +129,9 @@ def summarizer(question: str, task: str = "math") -> RolePrompt:
 
 def distill_expert(question: str, round_index: int, rounds: int) -> RolePrompt:
   """The distillation expert writes guidance (not the answer); from round 2 on it reads the learner's feedback."""
-  parts = ["Your role is the expert. Write a short numbered plan that a less experienced agent can carry out. "
-           "Do not give the final answer."]  # fmt: skip
-  if round_index > 1:
-    parts.append(feedback_paragraph("learner", round_index, rounds))
-  parts.append(f"Problem:\n{question}")
-  return RolePrompt(SYSTEM, "\n\n".join(parts))
+  intro = ("Your role is the expert. Write a short numbered plan that a less experienced agent can carry out. "
+           "Do not give the final answer.")  # fmt: skip
+  return thinker_prompt(intro, question, round_index, rounds, "learner")
 
 
 def learner(question: str, task: str = "math") -> RolePrompt:
@@ -153,12 +158,9 @@ TOOL_SYSTEM = (
 def reflector(question: str, round_index: int, rounds: int) -> RolePrompt:
   """The deliberation reflector thinks about the approach (never writes text); from round 2 it reads the
   tool-caller's feedback."""
-  parts = ["Your role is the reflector. Think about how to approach the problem, which facts or calculations it "
-           "needs, and what could go wrong; another agent will act on your reflection with tools."]  # fmt: skip
-  if round_index > 1:
-    parts.append(feedback_paragraph("tool-caller", round_index, rounds))
-  parts.append(f"Problem:\n{question}")
-  return RolePrompt(TOOL_SYSTEM, "\n\n".join(parts))
+  intro = ("Your role is the reflector. Think about how to approach the problem, which facts or calculations it "
+           "needs, and what could go wrong; another agent will act on your reflection with tools.")  # fmt: skip
+  return thinker_prompt(intro, question, round_index, rounds, "tool-caller", system=TOOL_SYSTEM)
 
 
 def tool_caller(question: str, task: str = "math") -> RolePrompt:
