@@ -9,7 +9,7 @@ writes the table and plots.
 
 Usage:
   PYTHONPATH=. python benchmarks/compare_rounds.py [--config configs/sequential.py] [--links runs/seq]
-      [--out benchmarks/results/eval-compare] [--limit 30] [--batch-size 6] [--rounds 1 2 3]
+      [--out benchmarks/results/eval-compare] [--limit 30] [--batch-size 6] [--rounds 1 2 3] [--no-single]
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main() -> None:
   parser.add_argument("--limit", type=int, default=30)
   parser.add_argument("--batch-size", type=int, default=6)
   parser.add_argument("--rounds", type=int, nargs="+", default=[1, 2, 3])
+  parser.add_argument("--no-single", action="store_true", help="skip the decoder-alone baseline")
   args = parser.parse_args()
 
   enable_compilation_cache()
@@ -43,7 +44,8 @@ def main() -> None:
   config.eval.batch_size = args.batch_size
   config.eval.warmup = True
   loaded = load_system(config, progress=True)
-  plan = [(m, r) for r in args.rounds for m in ("recursive_mas", "recursive_text_mas")] + [("single", 1)]
+  plan = [(m, r) for r in args.rounds for m in ("recursive_mas", "recursive_text_mas")]
+  plan += [] if args.no_single else [("single", 1)]
   for method, rounds in plan:
     config.eval.method = method
     config.eval.rounds = rounds
