@@ -31,8 +31,11 @@ def main(argv):
   from rmas_jax.evaluation.datasets import DatasetUnavailableError
   from rmas_jax.evaluation.runner import evaluate
   from rmas_jax.runtime import enable_compilation_cache
+  from rmas_jax.sharding.mesh import activate, single_process_only
 
   try:
+    activate(config)  # `config.mesh`: backbones sharded over this host's devices
+    single_process_only("eval.py")
     enable_compilation_cache()
     result = evaluate(config, _WORKDIR.value)
   except (ValueError, ModelLoadError, CheckpointMismatchError, DatasetUnavailableError) as e:

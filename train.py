@@ -29,15 +29,18 @@ def main(argv):
     return 2
   logging.getLogger("absl").setLevel(logging.WARNING)
   from rmas_jax.runtime import enable_compilation_cache
+  from rmas_jax.sharding.mesh import activate, is_writer
   from rmas_jax.training.trainer import train
 
   try:
+    activate(config)  # multi-host start-up and `config.mesh`, before anything else touches JAX's devices
     enable_compilation_cache()
     summary = train(config, _WORKDIR.value)
   except (ValueError, ModelLoadError, CheckpointMismatchError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  print(json.dumps(summary))
+  if is_writer():
+    print(json.dumps(summary))
   return 0
 
 

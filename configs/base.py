@@ -24,7 +24,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Link training (paper §4). The optimizer follows the release's recipe (lr 5e-4, cosine with 10 warm-up steps,
   # AdamW beta 0.9/0.95, no weight decay, clip 1.0); rounds, lengths and step counts are CPU-sized (the release
   # trains 3 rounds, 20000 steps). Scanned layers keep the outer step's program (all rounds, forward and backward)
-  # quick to compile. Prompts longer than `prompt_bucket` slots (latents included) are skipped.
+  # quick to compile. Prompts longer than `prompt_bucket` slots (latents included) are skipped. `mode`: `rollout`
+  # (eq. 6, latent rollouts in every round) or `teacher_forced` (the release: hidden states over gold responses).
   c.train = ml_collections.ConfigDict(
     dict(mode="rollout", dataset="gsm_symbolic", data_path="", examples=2000, inner_steps=30, outer_steps=12,
          batch_size=2, inner_lr=5e-4, outer_lr=5e-4, warmup=10, b1=0.9, b2=0.95, weight_decay=0.0, clip=1.0,
@@ -37,6 +38,12 @@ def base_config() -> ml_collections.ConfigDict:
     dict(dataset="gsm_symbolic", split="test", path="", limit=30, method="recursive_mas", rounds=0, latent_steps=0,
          num_samples=1, batch_size=4, scoring="strict", single_role="", agent_tokens=128,
          warmup=False)  # fmt: skip
+  )
+  # Scale-out (`rmas_jax.sharding`): a (data, fsdp, tensor) device mesh; 1/1/1 is one device, -1 takes the devices
+  # the other axes leave. `distributed`: auto (start multi-host JAX when JAX_COORDINATOR_ADDRESS or a launcher
+  # says so), on (always, e.g. a TPU pod slice) or off; the coordinator fields override the environment.
+  c.mesh = ml_collections.ConfigDict(
+    dict(data=1, fsdp=1, tensor=1, distributed="auto", coordinator_address="", num_processes=0, process_id=-1)
   )
   return c
 

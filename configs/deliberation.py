@@ -5,7 +5,7 @@ tool-caller's thoughts.
 `--config configs/deliberation.py` runs the PyPI agents with the Python tool. Add search with
 `--set tools.names='["python","search"]' --set tools.search_corpus=passages.jsonl` (one {"title", "text"} object per
 line, or a .txt file with one passage per line); search without a corpus is an error, never a dummy answer.
-`:paper` names Table 1's pair, whose Qwen3.5 agents this code cannot load yet.
+`:paper` names Table 1's pair of hybrid Qwen3.5 agents (`rmas_jax.models.qwen3_5`).
 """
 
 import os

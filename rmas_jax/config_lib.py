@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rmas_jax.patterns.graph import PATTERNS
+from rmas_jax.sharding.mesh import check_mesh_settings
 from rmas_jax.weights.build import DTYPES
 from rmas_jax.weights.errors import ModelLoadError
 from rmas_jax.weights.pretrained import resolve
@@ -36,6 +37,7 @@ def validate(config) -> None:
     for key in ("rounds", "latent_steps", "num_samples", "chunk"):
       if inference[key] < 1:
         raise ValueError(f"config.inference.{key}: {inference[key]}; expected >= 1")
+  check_mesh_settings(config)
 
 
 def load_config(spec: str):

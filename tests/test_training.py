@@ -111,8 +111,14 @@ def test_non_finite_step_changes_nothing(setup):
 
 
 def _train_cmd(workdir):
-  return [sys.executable, "train.py", f"--config={CONFIG}", f"--workdir={workdir}", "--config.train.outer_steps=3",
-          "--config.train.examples=8"]
+  return [
+    sys.executable,
+    "train.py",
+    f"--config={CONFIG}",
+    f"--workdir={workdir}",
+    "--config.train.outer_steps=3",
+    "--config.train.examples=8",
+  ]
 
 
 def _losses(workdir):
@@ -151,3 +157,54 @@ def test_gold_answer_keeps_its_final_line_under_a_short_budget(setup):
   assert len(ids) == 40 and text.endswith(f"\nThe answer is \\boxed{{{e.answer}}}.<|im_end|>")
   assert text.startswith(e.meta["answer_cot"][:5])
   assert tok.decode(response_ids(tok, e, "math", 10), skip_special_tokens=False).endswith("}.<|im_end|>")
+
+
+def test_teacher_forced_latents_are_hidden_states_over_the_gold_response(setup):
+  """The official training's latents: R_in of the agent's hidden states over the first m tokens of its gold
+  response, read after its prompt. Checked against a plain forward of the unpadded [prompt | response] tokens."""
+  from rmas_jax.patterns.system import _teacher_forced
+
+  _, loaded, examples = setup
+  system, steps = loaded.system, 3
+  b = outer_batch(system, loaded.tokenizers, examples[:2], rounds=2, steps=steps, task="math", target_tokens=12,
+                  min_prompt=16, teacher_forced=True)  # fmt: skip
+  role = "expert"  # round 1: no incoming latents, so the prompt is tokens only
+  lay, gold, agent = b.first[role], b.gold[role], system.agents[role]
+  got = _teacher_forced(agent, agent.backbone.embed(lay.ids), lay.mask, gold, steps, remat=False)  # [B, m, d]
+  for i in range(2):
+    prompt = np.asarray(lay.ids[i])[np.asarray(lay.mask[i]).astype(bool)]
+    response = np.asarray(gold.ids[i])[np.asarray(gold.mask[i])]
+    ids = jnp.asarray(np.concatenate([prompt, response])[None])
+    hidden = agent.backbone(ids, return_logits=False).hidden[0, len(prompt) : len(prompt) + steps]
+    np.testing.assert_allclose(np.asarray(got[i]), np.asarray(agent.inner(hidden)), atol=1e-5, rtol=1e-5)
+
+
+def test_teacher_forced_outer_loss_and_gradients(setup):
+  _, loaded, examples = setup
+  graphdef, links, frozen = split_links(loaded.system)
+  own = dict(examples[0].meta, gold_expert="Add 2.")
+  chosen = [examples[0].__class__(**{**examples[0].__dict__, "meta": own}), examples[1]]
+
+  def loss_and_grads(rounds, teacher_forced):
+    b = outer_batch(loaded.system, loaded.tokenizers, chosen, rounds=rounds, steps=2, task="math", target_tokens=12,
+                    min_prompt=16, teacher_forced=teacher_forced)  # fmt: skip
+
+    def loss(lk):
+      from flax import nnx
+
+      s = nnx.merge(graphdef, lk, frozen)
+      return rollout_loss(s, b.first, b.middle, b.last, b.target, b.target_mask, steps=2, gold=b.gold)
+
+    return b, *jax.jit(jax.value_and_grad(loss))(links)
+
+  b, forced, g2 = loss_and_grads(2, True)
+  tok = loaded.tokenizers["expert"]
+  expert_gold = tok.decode(np.asarray(b.gold["expert"].ids[0])[np.asarray(b.gold["expert"].mask[0])])
+  assert expert_gold.startswith("Add 2.")  # the role's own gold text, when the data has one
+  assert b.gold["learner"].ids.shape == (2, 12) and bool(jnp.all(b.gold["learner"].mask[:, 0]))
+  _, rolled, _ = loss_and_grads(2, False)
+  assert np.isfinite(float(forced)) and abs(float(forced) - float(rolled)) > 1e-6
+  total = lambda node: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(node)))  # noqa: E731
+  assert total(g2["outer"]["learner_to_expert"]) > 0 and total(g2["outer"]["expert_to_learner"]) > 0
+  _, _, g1 = loss_and_grads(1, True)
+  assert total(g1["outer"]["learner_to_expert"]) == 0

@@ -75,7 +75,7 @@ def prefill(graphdef, state, ids, embeds, mask, rng, cache_length: int, budget: 
   """The prompt (ids or input vectors `[B, T]`, left-padded) into a fresh cache of `cache_length` slots."""
   model = nnx.merge(graphdef, state)
   b = mask.shape[0]
-  cache = KVCache.init(model.cfg, b, cache_length, model.dtype)
+  cache = model.init_cache(b, cache_length)
   out = model(ids, inputs_embeds=embeds, attention_mask=mask, cache=cache, return_logits=False)
   logits = model.logits(out.hidden[:, -1:])[:, 0]  # left padding: the last slot is always real
   return SamplerState(
@@ -129,6 +129,35 @@ def rewind(s: SamplerState, drop, stop) -> SamplerState:
   valid = s.cache.valid.at[rows, slots].set(False, mode="drop")
   cache = dataclasses.replace(s.cache, valid=valid, next_pos=s.cache.next_pos - drop)
   return dataclasses.replace(s, cache=cache, length=s.length - drop, done=(s.done & (drop == 0)) | stop)
+
+
+def chunk_start(s: SamplerState) -> dict[str, jax.Array]:
+  """Copies of what `replay` needs from the state before a decode chunk (the state itself is donated to it)."""
+  c = s.cache
+  parts = dict(conv=c.conv, state=c.state, valid=c.valid, next_pos=c.next_pos, end=c.end, logits=s.logits)
+  return {name: jnp.copy(x) for name, x in parts.items()}
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("s",))
+def replay(graphdef, state, s: SamplerState, start: dict, ids, mask, rows) -> SamplerState:
+  """Rebuilds the recurrent part of a `HybridCache` for rows `rows [B]` that drop tokens and go on.
+
+  Masking slots takes dropped tokens out of attention but not out of a DeltaNet state, so the rows' states are
+  recomputed from the chunk's `start` (`chunk_start`) by running the tokens they keep from that chunk (`ids [B, L]`,
+  `mask` True on them, front-aligned). Their keys/values are already in the cache and are not written again; the
+  rows' next-token logits become those after their last kept token. Call it before `rewind` masks the slots.
+  """
+  model = nnx.merge(graphdef, state)
+  begin = dataclasses.replace(s.cache, conv=start["conv"], state=start["state"], valid=start["valid"],
+                              next_pos=start["next_pos"], end=start["end"])  # fmt: skip
+  out = model(ids, attention_mask=mask, cache=begin, return_logits=False)
+  pick = lambda new, old: jnp.where(rows.reshape((1, -1) + (1,) * (old.ndim - 2)), new, old)  # noqa: E731  [L, B, ...]
+  cache = dataclasses.replace(s.cache, conv=pick(out.cache.conv, s.cache.conv), state=pick(out.cache.state,
+                              s.cache.state))  # fmt: skip
+  kept = jnp.sum(mask, axis=1)  # [B]
+  last = jnp.take_along_axis(out.hidden, jnp.maximum(kept - 1, 0)[:, None, None], axis=1)  # [B, 1, D]
+  logits = jnp.where((kept > 0)[:, None], model.logits(last)[:, 0], start["logits"])
+  return dataclasses.replace(s, cache=cache, logits=jnp.where(rows[:, None], logits, s.logits))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",), donate_argnames=("s",))

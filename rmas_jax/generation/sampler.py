@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from rmas_jax.generation.decode_state import append, decode_steps, prefill, rewind
+from rmas_jax.generation.decode_state import append, chunk_start, decode_steps, prefill, replay, rewind
 from rmas_jax.models.transformer import CausalLM
 
 MIN_BUCKET = 16
@@ -109,6 +109,8 @@ class Interrupt:
 
 # (example index, its text so far, where its newest generated text starts) -> an interrupt or None
 Watcher = Callable[[int, str, int], "Interrupt | None"]
+# (example index, its text so far) after each chunk: streams the text as it is decoded
+TextCallback = Callable[[int, str], None]
 
 
 @dataclasses.dataclass
@@ -179,6 +181,22 @@ def _finish_reason(done: bool, length: int, budget: int) -> str:
   return "stop_id" if done else "length" if length >= budget else "cache_full"
 
 
+def _replay_kept(graphdef, state, s, before, tokens: np.ndarray, seg_start: np.ndarray, rows: np.ndarray, chunk: int):
+  """Recomputes the recurrent state of `rows` from the chunk's start and the tokens of the chunk they keep."""
+  start, start_length = before
+  kept = seg_start - start_length  # [B] tokens of the last chunk each row keeps
+  if np.any(kept[rows] < 0):
+    raise NotImplementedError(
+      "a watcher cut text written before the latest decode chunk and let the example go on; a recurrent decode "
+      "state (Qwen3.5's DeltaNet layers) can only be taken back within the chunk it last decoded"
+    )
+  ids, mask = np.zeros((len(rows), chunk), np.int32), np.zeros((len(rows), chunk), bool)
+  for i in np.flatnonzero(rows):
+    ids[i, : kept[i]] = tokens[i, start_length[i] : start_length[i] + kept[i]]
+    mask[i, : kept[i]] = True
+  return replay(graphdef, state, s, start, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(rows))
+
+
 def generate_text(
   model: CausalLM,
   tokenizer,
@@ -194,6 +212,7 @@ def generate_text(
   chunk: int = 16,
   max_insert_tokens: int = 256,
   insert_room: int = 0,
+  on_text: TextCallback | None = None,
 ) -> list[TextResult]:
   """Generates text while watching it between chunks of `chunk` decode steps.
 
@@ -211,6 +230,7 @@ def generate_text(
     chunk: decode steps between looks at the text.
     max_insert_tokens: an insertion is cut to this many tokens.
     insert_room: extra cache slots for insertions and forgotten tokens (a watcher's cuts waste up to `chunk`).
+    on_text: called after each chunk with each example that was still writing and its text so far.
 
   Returns:
     One `TextResult` per example.
@@ -223,17 +243,23 @@ def generate_text(
   results = [TextResult("", []) for _ in range(b)]
   seg_start = np.zeros(b, np.int64)  # where each example's open segment starts in `s.tokens`
   finished = np.zeros(b, bool)
+  # A recurrent decode state (Qwen3.5) cannot forget tokens by masking their slots: with a watcher, keep the state
+  # from before each chunk so a row that is cut and goes on can be recomputed (`replay`).
+  recurrent = watcher is not None and not getattr(s.cache, "rewindable", True)
   while not finished.all():
+    before = (chunk_start(s), np.asarray(s.length)) if recurrent else None
     s = decode_steps(graphdef, state, s, max_steps=jnp.int32(chunk), **step_args)
     tokens, length, done = np.asarray(s.tokens), np.asarray(s.length), np.asarray(s.done)
     full = int(s.cache.end) >= s.cache.length
     drop, stop = np.zeros(b, np.int32), np.zeros(b, bool)
     inserts: dict[int, list[int]] = {}
+    shown: dict[int, str] = {}  # what `on_text` gets: the text so far, open segment included
     for i in np.flatnonzero(~finished):
       r = results[i]
       seg = tokens[i, seg_start[i] : length[i]].tolist()
       cursor = len(r.text)
       text = r.text + tokenizer.decode(seg, skip_special_tokens=True)
+      shown[int(i)] = text
       cut = _first_stop(text, cursor, stop_strings)
       reason = "stop_string"
       seen = watcher(int(i), text, cursor) if watcher is not None else None
@@ -248,7 +274,7 @@ def generate_text(
       keep = _tokens_reaching(tokenizer, seg, cut.cut - cursor)
       drop[i] = len(seg) - keep
       r.ids += seg[:keep]
-      r.text = text[: cut.cut] + cut.insert
+      r.text = shown[int(i)] = text[: cut.cut] + cut.insert
       seg_start[i] = length[i] - drop[i]
       if cut.insert:
         inserts[int(i)] = tokenizer(cut.insert, add_special_tokens=False)["input_ids"][:max_insert_tokens]
@@ -256,6 +282,11 @@ def generate_text(
       finished[i] = stop[i]
       if stop[i]:
         r.finish = reason if cut.stop else _finish_reason(False, seg_start[i], max_new_tokens)
+    if on_text is not None:
+      for i, text in shown.items():
+        on_text(i, text)
+    if before is not None and np.any((drop > 0) & ~stop):
+      s = _replay_kept(graphdef, state, s, before, tokens, seg_start, (drop > 0) & ~stop, chunk)
     if drop.any() or stop.any():
       s = rewind(s, jnp.asarray(drop), jnp.asarray(stop))
     if inserts:

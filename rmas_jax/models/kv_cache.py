@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from rmas_jax.models.arch import ArchConfig
+from rmas_jax.sharding.rules import CACHE_KV, CACHE_ROWS, CACHE_SLOTS, constrain
 
 
 @jax.tree_util.register_dataclass
@@ -39,15 +40,15 @@ class KVCache:
 
   @classmethod
   def init(cls, cfg: ArchConfig, batch: int, length: int, dtype=jnp.float32) -> KVCache:
-    """An empty cache of `length` slots."""
+    """An empty cache of `length` slots (under a mesh: split by batch and KV heads, see `rmas_jax.sharding`)."""
     shape = (cfg.num_layers, batch, cfg.num_kv_heads, length, cfg.head_dim)
     return cls(
-      k=jnp.zeros(shape, dtype),
-      v=jnp.zeros(shape, dtype),
-      valid=jnp.zeros((batch, length), bool),
-      pos=jnp.zeros((batch, length), jnp.int32),
+      k=constrain(jnp.zeros(shape, dtype), CACHE_KV),
+      v=constrain(jnp.zeros(shape, dtype), CACHE_KV),
+      valid=constrain(jnp.zeros((batch, length), bool), CACHE_SLOTS),
+      pos=constrain(jnp.zeros((batch, length), jnp.int32), CACHE_SLOTS),
       end=jnp.zeros((), jnp.int32),
-      next_pos=jnp.zeros((batch,), jnp.int32),
+      next_pos=constrain(jnp.zeros((batch,), jnp.int32), CACHE_ROWS),
     )
 
   @property

@@ -17,6 +17,7 @@ from flax import nnx
 from rmas_jax.models.arch import ArchConfig
 from rmas_jax.models.kv_cache import KVCache, slot_mask
 from rmas_jax.models.layers import MLP, Attention, RMSNorm, rope_inv_freq, rope_tables
+from rmas_jax.sharding.rules import ACTIVATION, constrain
 
 
 class DecoderLayer(nnx.Module):
@@ -50,7 +51,8 @@ class DecoderLayer(nnx.Module):
     else:
       x = x + self.post_attention_layernorm(h)
       x = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-    return x, (k_new, v_new)
+    # Under a mesh the residual stream stays split by batch between layers (a no-op without one).
+    return constrain(x, ACTIVATION), (k_new, v_new)
 
 
 @dataclasses.dataclass
@@ -120,6 +122,11 @@ class CausalLM(nnx.Module):
     """The token embedding table `[V, D]` as the model sees it (scaled where the family scales)."""
     emb = self.embed_tokens.embedding[...]
     return emb * jnp.asarray(self.cfg.hidden_size**0.5, emb.dtype) if self.cfg.embed_scale else emb
+
+  def init_cache(self, batch: int, length: int) -> KVCache:
+    """An empty KV cache of `length` slots (every family's model has this method; Qwen3.5's adds recurrent
+    state)."""
+    return KVCache.init(self.cfg, batch, length, self.dtype)
 
   def logits(self, hidden: jax.Array) -> jax.Array:
     """LM-head logits `[B, T, V]` in fp32 from final-norm hidden states."""
@@ -193,6 +200,7 @@ class CausalLM(nnx.Module):
     if (input_ids is None) == (inputs_embeds is None):
       raise ValueError("pass exactly one of input_ids and inputs_embeds")
     x = self.embed(input_ids) if inputs_embeds is None else inputs_embeds.astype(self.dtype)
+    x = constrain(x, ACTIVATION)  # data parallel from the first layer on, however the inputs arrived
     b, t, _ = x.shape
     new_valid = jnp.ones((b, t), bool) if attention_mask is None else attention_mask.astype(bool)
     counted = jnp.cumsum(new_valid.astype(jnp.int32), axis=1)  # [B, T]

@@ -15,8 +15,9 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rmas_jax.accounting import Stages, peak_memory
-from rmas_jax.generation.sampler import Interrupt, SamplingConfig, Watcher, bucket, generate_text
+from rmas_jax.generation.sampler import Interrupt, SamplingConfig, TextCallback, Watcher, bucket, generate_text
 from rmas_jax.patterns.system import System, run_rounds, slot_order
+from rmas_jax.patterns.traced import run_rounds_traced
 from rmas_jax.prompts import roles
 from rmas_jax.prompts.slots import PromptLayout, SegmentedPrompt, layout, render_chat, segment
 from rmas_jax.tools.calls import ToolBox, find_call
@@ -68,10 +69,12 @@ class Answer:
 
 @dataclasses.dataclass
 class AskResult:
-  """Answers of a batch and what the batch cost (the accounting JSON)."""
+  """Answers of a batch and what the batch cost (the accounting JSON); with `ask(..., trace=True)` also every
+  thinking turn's latents (`rmas_jax.patterns.traced.Turn`) and a `timeline` in the accounting."""
 
   answers: list[Answer]
   accounting: dict
+  trace: list | None = None
 
 
 def segmented_prompts(system: System, tokenizers: Mapping[str, object], questions: Sequence[str], *, rounds: int,
@@ -155,6 +158,9 @@ def ask(
   num_samples: int = 1,
   chunk: int = 16,
   max_tool_tokens: int = 256,
+  trace: bool = False,
+  on_text: TextCallback | None = None,
+  on_turn: Callable[[dict], None] | None = None,
 ) -> AskResult:
   """Answers a batch of questions with the system.
 
@@ -173,6 +179,10 @@ def ask(
     num_samples: samples per question, drawn from the same final latents (pass@k); needs sampling.
     chunk: decode steps between looks at the text (stop strings, tools).
     max_tool_tokens: a tool result is cut to this many tokens.
+    trace: run the rounds turn by turn (`patterns.traced`): the accounting gains a per-round, per-agent
+      `timeline` and the result keeps each turn's latents. Off, the rounds run as one compiled program.
+    on_text: streams the decoder's text: called after each decode chunk with (row, text so far).
+    on_turn: called with each timeline entry as it is done (implies `trace`).
   """
   if rounds < 1 or steps < 1 or num_samples < 1:
     raise ValueError(f"rounds, latent steps and samples must be >= 1, got {rounds}, {steps}, {num_samples}")
@@ -185,9 +195,13 @@ def ask(
     lays = layouts_by_round(system, prompt_sets, steps)
     middle = jax.tree.map(lambda *x: jnp.stack(x), *lays[1:-1]) if rounds > 2 else None
 
+  turns = None
   with stages.stage("latent_rounds"):
-    graphdef, state = nnx.split(system)
-    decoder_input = _rounds_fn(graphdef, steps)(state, lays[0], middle, lays[-1] if rounds > 1 else None)
+    if trace or on_turn is not None:
+      decoder_input, turns = run_rounds_traced(system, lays, steps=steps, on_turn=on_turn)
+    else:
+      graphdef, state = nnx.split(system)
+      decoder_input = _rounds_fn(graphdef, steps)(state, lays[0], middle, lays[-1] if rounds > 1 else None)
     jax.block_until_ready(decoder_input)
 
   decoder_role = system.pattern.decoder
@@ -197,6 +211,7 @@ def ask(
     embeds, mask = jnp.repeat(embeds, num_samples, axis=0), jnp.repeat(mask, num_samples, axis=0)
   rows = mask.shape[0]
   boxes = [ToolBox(tools.tools, max_calls=tools.max_calls) for _ in range(rows)] if tools else None
+  compile_before_decode = stages.compile_s
   with stages.stage("decode"):
     results = generate_text(
       decoder,
@@ -208,9 +223,10 @@ def ask(
       stop_strings=stop_strings,
       watcher=_tool_watcher(boxes) if boxes else None,
       sampling=sampling,
-      chunk=chunk if (stop_strings or tools) else max_new_tokens,
+      chunk=chunk if (stop_strings or tools or on_text) else max_new_tokens,
       max_insert_tokens=max_tool_tokens,
       insert_room=(tools.max_calls + 1) * (bucket(max_tool_tokens, minimum=8) + chunk) if tools else 0,
+      on_text=on_text,
     )
 
   answers = []
@@ -241,4 +257,11 @@ def ask(
     "compile_s": stages.compile_s,
     **peak_memory(),
   }
-  return AskResult(answers, accounting)
+  if turns is not None:
+    write = {"round": rounds, "role": decoder_role, "kind": "write", "wall_s": stages.wall_s["decode"],
+             "compile_s": stages.compile_s - compile_before_decode, "latent_steps": 0,
+             "decoded_tokens": sum(len(r.ids) for r in results)}  # fmt: skip
+    accounting["timeline"] = [t.summary() for t in turns] + [write]
+    if on_turn is not None:
+      on_turn(write)
+  return AskResult(answers, accounting, turns)

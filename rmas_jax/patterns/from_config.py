@@ -11,6 +11,7 @@ from rmas_jax.patterns.ask import PromptBook
 from rmas_jax.patterns.declared import pattern_from_dict, template_book
 from rmas_jax.patterns.graph import PATTERNS, Pattern
 from rmas_jax.patterns.system import System, build_system
+from rmas_jax.sharding.placement import current_mesh, place_links
 from rmas_jax.tools.calls import ToolBox, make_toolbox
 from rmas_jax.weights.pretrained import load_pretrained
 
@@ -58,7 +59,8 @@ def toolbox_of(config) -> ToolBox | None:
 def load_system(config, *, progress: bool = True, scan_layers: bool | None = None) -> LoadedSystem:
   """Loads the config's agents (roles naming one model share its weights) and builds the system with fresh links.
 
-  `scan_layers` picks the backbones' layer layout (None: the platform default)."""
+  `scan_layers` picks the backbones' layer layout (None: the platform default). Called under
+  `rmas_jax.sharding.use_mesh(mesh)`, every weight is loaded onto its shards of `mesh`."""
   pattern = pattern_of(config)
   models = {a["role"]: a["model"] for a in config.agents}
   missing, extra = set(pattern.roles) - set(models), set(models) - set(pattern.roles)
@@ -73,4 +75,7 @@ def load_system(config, *, progress: bool = True, scan_layers: bool | None = Non
   links = config.get("links") or {}
   system = build_system(pattern, backbones, form=links.get("form", "official"),
                         design=links.get("design", "res+2-layer"), seed=config.seed)  # fmt: skip
+  mesh = current_mesh()
+  if mesh is not None:  # loaded under `rmas_jax.sharding.use_mesh`: backbones are sharded; lay the links out too
+    place_links(system, mesh)
   return LoadedSystem(system, {role: loaded[spec].tokenizer for role, spec in models.items()}, prompts, models)

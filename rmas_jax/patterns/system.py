@@ -18,7 +18,6 @@ from flax import nnx
 
 from rmas_jax.latent.rollout import latent_rollout
 from rmas_jax.links.recursive_link import RecursiveLink, inner_link, outer_link
-from rmas_jax.models.kv_cache import KVCache
 from rmas_jax.models.transformer import CausalLM
 from rmas_jax.patterns.graph import Pattern
 from rmas_jax.prompts.slots import PromptLayout, assemble_embeddings
@@ -87,15 +86,43 @@ def _think(agent: Agent, embeds: jax.Array, mask: jax.Array, steps: int, remat: 
   def rollout(state, embeds, mask):
     agent = nnx.merge(graphdef, state)
     b, t = mask.shape
-    cache = KVCache.init(agent.backbone.cfg, b, t + steps - 1, agent.backbone.dtype)
+    cache = agent.backbone.init_cache(b, t + steps - 1)
     hidden = latent_rollout(agent.backbone, agent.inner, embeds, mask, cache, steps, remat=remat).hidden
     return agent.inner(hidden)
 
   return (jax.checkpoint(rollout) if remat else rollout)(state, embeds, mask)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class GoldResponse:
+  """A role's gold response tokens, right-padded: what the official training feeds each agent after its prompt."""
+
+  ids: jax.Array  # [B, L] int32
+  mask: jax.Array  # [B, L] bool
+
+
+def _teacher_forced(agent: Agent, embeds: jax.Array, mask: jax.Array, gold: GoldResponse, steps: int,
+                    remat: bool) -> jax.Array:  # fmt: skip
+  """`R_in` of the agent's hidden states over the first `steps` tokens of its gold response, from one forward pass of
+  [prompt | gold response]: the official training's latents (teacher-forced, no rollout; the release keeps the first
+  80, here `steps` so that slot widths match inference). Positions past a shorter response give zero vectors."""
+  graphdef, state = nnx.split(agent)
+
+  def forward(state, embeds, mask):
+    agent = nnx.merge(graphdef, state)
+    t = mask.shape[1]
+    x = jnp.concatenate([embeds, agent.backbone.embed(gold.ids).astype(embeds.dtype)], axis=1)  # [B, T + L, D]
+    m = jnp.concatenate([mask, gold.mask.astype(mask.dtype)], axis=1)
+    hidden = agent.backbone(inputs_embeds=x, attention_mask=m, return_logits=False).hidden[:, t : t + steps]
+    return agent.inner(hidden) * gold.mask[:, :steps, None]  # [B, steps, d]
+
+  return (jax.checkpoint(forward) if remat else forward)(state, embeds, mask)
+
+
 def think_round(system: System, layouts: Mapping[str, PromptLayout], feedback: Latents | None, *, steps: int,
-                final: bool, remat: bool = False) -> tuple[Latents, DecoderInput | None]:  # fmt: skip
+                final: bool, remat: bool = False,
+                gold: Mapping[str, GoldResponse] | None = None) -> tuple[Latents, DecoderInput | None]:  # fmt: skip
   """One round of the pattern.
 
   Args:
@@ -105,6 +132,8 @@ def think_round(system: System, layouts: Mapping[str, PromptLayout], feedback: L
     steps: latent steps per thinking agent.
     final: the last round (the decoder writes instead of thinking; no feedback is produced).
     remat: recompute latent steps in the backward pass.
+    gold: teacher forcing (the official training): each thinking role's gold response; its latents are its hidden
+      states over that response instead of a latent rollout.
 
   Returns:
     The feedback latents for the next round, and in the last round the decoder's input.
@@ -125,7 +154,10 @@ def think_round(system: System, layouts: Mapping[str, PromptLayout], feedback: L
       continue
     if not pattern.thinks(role, final):
       continue
-    thoughts = _think(agent, embeds, lay.mask, steps, remat)  # [B, m, d] the vectors the agent fed itself
+    if gold is None:
+      thoughts = _think(agent, embeds, lay.mask, steps, remat)  # [B, m, d] the vectors the agent fed itself
+    else:
+      thoughts = _teacher_forced(agent, embeds, lay.mask, gold[role], steps, remat)  # [B, m, d]
     for e in pattern.outgoing(role):
       if e.feedback and final:
         continue
@@ -142,16 +174,19 @@ def run_rounds(
   *,
   steps: int,
   remat: bool = False,
+  gold: Mapping[str, GoldResponse] | None = None,
 ) -> DecoderInput:
   """All rounds: round 1, then `jax.lax.scan` over the middle rounds (layouts stacked on a leading axis), then
-  the last round. With one round, `first` is also the last and `middle`/`last` are None."""
+  the last round. With one round, `first` is also the last and `middle`/`last` are None. `gold` switches every
+  round to teacher forcing (see `think_round`)."""
+  kw = dict(steps=steps, remat=remat, gold=gold)
   if last is None:
-    return think_round(system, first, None, steps=steps, final=True, remat=remat)[1]
-  feedback, _ = think_round(system, first, None, steps=steps, final=False, remat=remat)
+    return think_round(system, first, None, final=True, **kw)[1]
+  feedback, _ = think_round(system, first, None, final=False, **kw)
   if middle is not None:
 
     def one_round(fb, layouts):
-      return think_round(system, layouts, fb, steps=steps, final=False, remat=remat)[0], None
+      return think_round(system, layouts, fb, final=False, **kw)[0], None
 
     feedback, _ = jax.lax.scan(one_round, feedback, middle)
-  return think_round(system, last, feedback, steps=steps, final=True, remat=remat)[1]
+  return think_round(system, last, feedback, final=True, **kw)[1]

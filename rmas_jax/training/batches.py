@@ -14,7 +14,7 @@ import numpy as np
 from rmas_jax.evaluation.datasets import Example
 from rmas_jax.generation.sampler import left_pad
 from rmas_jax.patterns.ask import PromptBook, layouts_by_round, segmented_prompts
-from rmas_jax.patterns.system import System
+from rmas_jax.patterns.system import GoldResponse, System
 from rmas_jax.prompts import roles
 from rmas_jax.prompts.slots import PromptLayout, render_chat
 from rmas_jax.weights.tokenizer import stop_token_ids
@@ -53,22 +53,52 @@ class OuterBatch:
   last: dict[str, PromptLayout] | None
   target: jax.Array
   target_mask: jax.Array
+  gold: dict[str, GoldResponse] | None = None
+
+
+def role_gold(example: Example, role: str, task: str) -> tuple[str, str] | None:
+  """A role's own gold text for teacher forcing, when the data has one (`meta["gold_<role>"]`, like the release's
+  plan / refined_plan columns); None means the decoder's gold response stands in (the release's fallback)."""
+  text = example.meta.get(f"gold_{role}")
+  return ("", str(text)) if text else None
+
+
+def _right_padded(rows: Sequence[Sequence[int]], length: int) -> tuple[np.ndarray, np.ndarray]:
+  ids = np.zeros((len(rows), length), np.int32)
+  mask = np.zeros((len(rows), length), bool)
+  for i, row in enumerate(rows):
+    ids[i, : len(row)], mask[i, : len(row)] = row, True
+  return ids, mask
+
+
+def _gold_ids(tokenizer, example: Example, role: str, task: str, limit: int) -> list[int]:
+  own = role_gold(example, role, task)
+  if own is None:
+    return response_ids(tokenizer, example, task, limit)
+  ids = tokenizer(own[1], add_special_tokens=False)["input_ids"]
+  return (ids + [stop_token_ids(tokenizer, chat=True)[-1]])[:limit]
 
 
 def outer_batch(system: System, tokenizers, examples: Sequence[Example], *, rounds: int, steps: int, task: str,
-                target_tokens: int, min_prompt: int, book: PromptBook | None = None) -> OuterBatch:  # fmt: skip
-  """Prompts of every round for `examples`, laid out like `ask` does, and their gold answers."""
+                target_tokens: int, min_prompt: int, book: PromptBook | None = None,
+                teacher_forced: bool = False) -> OuterBatch:  # fmt: skip
+  """Prompts of every round for `examples`, laid out like `ask` does, and their gold answers; with
+  `teacher_forced`, every thinking role's gold response too (`target_tokens` long, right-padded)."""
   questions = [e.question for e in examples]
   prompts = segmented_prompts(system, tokenizers, questions, rounds=rounds, task=task, book=book)
   lays = layouts_by_round(system, prompts, steps, min_length=min_prompt)
   middle = jax.tree.map(lambda *x: jnp.stack(x), *lays[1:-1]) if rounds > 2 else None
   tok = tokenizers[system.pattern.decoder]
-  target = np.zeros((len(examples), target_tokens), np.int32)
-  target_mask = np.zeros((len(examples), target_tokens), bool)
-  for i, e in enumerate(examples):
-    ids = response_ids(tok, e, task, target_tokens)
-    target[i, : len(ids)], target_mask[i, : len(ids)] = ids, True
-  return OuterBatch(lays[0], middle, lays[-1] if rounds > 1 else None, jnp.asarray(target), jnp.asarray(target_mask))
+  target, target_mask = _right_padded([response_ids(tok, e, task, target_tokens) for e in examples], target_tokens)
+  gold = None
+  if teacher_forced:
+    gold = {}
+    for role in system.pattern.roles:
+      ids, mask = _right_padded([_gold_ids(tokenizers[role], e, role, task, target_tokens) for e in examples],
+                                target_tokens)  # fmt: skip
+      gold[role] = GoldResponse(jnp.asarray(ids), jnp.asarray(mask))
+  return OuterBatch(lays[0], middle, lays[-1] if rounds > 1 else None, jnp.asarray(target), jnp.asarray(target_mask),
+                    gold)  # fmt: skip
 
 
 def inner_prompt(question: str, task: str) -> roles.RolePrompt:

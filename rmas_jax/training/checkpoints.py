@@ -359,12 +359,18 @@ def _first_non_finite(tree: Any) -> str | None:
   ]
   if not leaves:
     return None
-  # One device-to-host transfer for the whole tree, not one per leaf.
-  finite = jax.device_get([jax.numpy.isfinite(leaf).all() for _, leaf in leaves])
+  # One program and one device-to-host transfer for the whole tree, not one per leaf: with sharded leaves each check
+  # is a collective, and many small collective programs in flight at once can starve each other of threads on CPU.
+  finite = jax.device_get(_all_finite([leaf for _, leaf in leaves]))
   for (path, _), ok in zip(leaves, finite, strict=True):
     if not ok:
       return jax.tree_util.keystr(path)
   return None
+
+
+@jax.jit
+def _all_finite(leaves: list) -> list:
+  return [jax.numpy.isfinite(leaf).all() for leaf in leaves]
 
 
 def _dtype(leaf: Any) -> np.dtype:

@@ -7,13 +7,15 @@ through them (to reach earlier links) but are taken only with respect to the lin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from rmas_jax.links.recursive_link import RecursiveLink
 from rmas_jax.models.transformer import CausalLM
-from rmas_jax.patterns.system import System, run_rounds
+from rmas_jax.patterns.system import GoldResponse, System, run_rounds
 from rmas_jax.prompts.slots import PromptLayout
 
 
@@ -67,9 +69,14 @@ def rollout_loss(
   *,
   steps: int,
   remat: bool = True,
+  gold: Mapping[str, GoldResponse] | None = None,
 ) -> jax.Array:
   """Eq. 6 as printed: real latent rollouts through all rounds, then the final answer's cross-entropy; the gradient
-  reaches every round's links through the frozen agents (steps recomputed in the backward pass with `remat`)."""
-  decoder_input = run_rounds(system, first, middle, last, steps=steps, remat=remat)
+  reaches every round's links through the frozen agents (steps recomputed in the backward pass with `remat`).
+
+  With `gold` (the official training, `train.mode=teacher_forced`), each thinking agent reads its gold response
+  after its prompt and passes on its hidden states over that response instead of a latent rollout; the loss is the
+  same final-round cross-entropy (the release's default `supervise_final_only`)."""
+  decoder_input = run_rounds(system, first, middle, last, steps=steps, remat=remat, gold=gold)
   decoder = system.agents[system.pattern.decoder].backbone
   return answer_cross_entropy(decoder, decoder_input.embeds, decoder_input.mask, target, target_mask)

@@ -10,8 +10,11 @@ import numpy as np
 from flax import nnx
 
 from rmas_jax.models.arch import ArchConfig
+from rmas_jax.models.qwen3_5 import Qwen3_5CausalLM, Qwen3_5Config
 from rmas_jax.models.transformer import CausalLM
+from rmas_jax.sharding.placement import to_devices
 from rmas_jax.weights.key_maps import load_tree
+from rmas_jax.weights.qwen3_5 import build_qwen3_5
 
 DTYPES = {"float32": jnp.float32, "fp32": jnp.float32, "bfloat16": jnp.bfloat16, "bf16": jnp.bfloat16}
 
@@ -31,14 +34,21 @@ def default_scan_layers() -> bool:
   return jax.default_backend() != "cpu"
 
 
-def abstract_model(cfg: ArchConfig, dtype=jnp.float32, scan_layers: bool | None = None) -> CausalLM:
+def new_model(cfg: ArchConfig | Qwen3_5Config, *, dtype=jnp.float32, scan_layers: bool = True,
+              rngs: nnx.Rngs) -> CausalLM | Qwen3_5CausalLM:  # fmt: skip
+  """A randomly initialised model of the family `cfg` describes: the shared decoder or the hybrid Qwen3.5 one."""
+  cls = Qwen3_5CausalLM if isinstance(cfg, Qwen3_5Config) else CausalLM
+  return cls(cfg, dtype=resolve_dtype(dtype), scan_layers=scan_layers, rngs=rngs)
+
+
+def abstract_model(cfg: ArchConfig | Qwen3_5Config, dtype=jnp.float32, scan_layers: bool | None = None) -> CausalLM:
   """The model with shape-only parameters: no memory is allocated (also for full-size shape checks)."""
   scan = default_scan_layers() if scan_layers is None else scan_layers
-  return nnx.eval_shape(lambda: CausalLM(cfg, dtype=resolve_dtype(dtype), scan_layers=scan, rngs=nnx.Rngs(0)))
+  return nnx.eval_shape(lambda: new_model(cfg, dtype=dtype, scan_layers=scan, rngs=nnx.Rngs(0)))
 
 
 def build_model(
-  cfg: ArchConfig,
+  cfg: ArchConfig | Qwen3_5Config,
   get: Callable[[str], np.ndarray],
   keys: list[str],
   *,
@@ -59,9 +69,12 @@ def build_model(
     progress: show a progress bar while tensors are read.
   """
   dtype = resolve_dtype(dtype)
+  if isinstance(cfg, Qwen3_5Config):
+    scan = default_scan_layers() if scan_layers is None else scan_layers
+    return build_qwen3_5(cfg, get, keys, dtype=dtype, scan_layers=scan, where=where, progress=progress)
   graphdef, state = nnx.split(abstract_model(cfg, dtype, scan_layers))
   pure = nnx.to_pure_dict(state)
   loaded = load_tree(pure, get, keys, cfg.num_layers, np.dtype(dtype), where, progress)
-  loaded = jax.tree.map(jnp.asarray, loaded)
+  loaded = to_devices(loaded)  # under a mesh (`rmas_jax.sharding.use_mesh`) each device gets only its shards
   nnx.replace_by_pure_dict(state, loaded)
   return nnx.merge(graphdef, state)

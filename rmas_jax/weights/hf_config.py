@@ -8,7 +8,10 @@ import os
 from typing import Any
 
 from rmas_jax.models.arch import ArchConfig, RopeSpec
+from rmas_jax.models.qwen3_5 import Qwen3_5Config
 from rmas_jax.weights.errors import ModelLoadError
+from rmas_jax.weights.qwen3_5 import MODEL_TYPES as QWEN3_5_TYPES
+from rmas_jax.weights.qwen3_5 import qwen3_5_from_hf
 
 # model_type -> our family name
 MODEL_TYPES = {
@@ -77,8 +80,8 @@ def _layer_types(c: dict[str, Any], n: int, family: str) -> tuple[str, ...]:
   return ("full_attention",) * n
 
 
-def arch_from_hf(config: dict[str, Any], where: str = "config.json") -> ArchConfig:
-  """Builds an `ArchConfig` from a parsed HF config.
+def arch_from_hf(config: dict[str, Any], where: str = "config.json") -> ArchConfig | Qwen3_5Config:
+  """Builds an `ArchConfig` (or, for the hybrid Qwen3.5 family, a `Qwen3_5Config`) from a parsed HF config.
 
   Args:
     config: the parsed `config.json`.
@@ -88,10 +91,11 @@ def arch_from_hf(config: dict[str, Any], where: str = "config.json") -> ArchConf
     ModelLoadError: unsupported architecture or an option this decoder does not implement.
   """
   model_type = config.get("model_type")
+  if model_type in QWEN3_5_TYPES:
+    return qwen3_5_from_hf(config, where)
   if model_type not in MODEL_TYPES:
-    raise ModelLoadError(
-      f"{where}: unsupported architecture model_type={model_type!r}; supported: {', '.join(sorted(MODEL_TYPES))}"
-    )
+    supported = ", ".join(sorted((*MODEL_TYPES, *QWEN3_5_TYPES)))
+    raise ModelLoadError(f"{where}: unsupported architecture model_type={model_type!r}; supported: {supported}")
   family = MODEL_TYPES[model_type]
   c = config.get("text_config", config) if model_type == "gemma3" else config
   act = c.get("hidden_activation") or c.get("hidden_act") or ("gelu_pytorch_tanh" if family == "gemma3" else "silu")
@@ -144,7 +148,7 @@ def arch_from_hf(config: dict[str, Any], where: str = "config.json") -> ArchConf
     raise ModelLoadError(f"{where}: {e}") from None
 
 
-def arch_from_dir(directory: str) -> ArchConfig:
+def arch_from_dir(directory: str) -> ArchConfig | Qwen3_5Config:
   """`ArchConfig` of an HF checkpoint directory."""
   path = os.path.join(directory, "config.json")
   return arch_from_hf(read_config_json(path), where=path)

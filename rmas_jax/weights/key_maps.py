@@ -17,14 +17,15 @@ from tqdm.auto import tqdm
 from rmas_jax.weights.errors import ModelLoadError
 
 # Keys a checkpoint may hold that the text decoder does not use.
-IGNORED_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.")
+IGNORED_PREFIXES = ("vision_tower.", "multi_modal_projector.", "model.vision_tower.", "model.multi_modal_projector.",
+                    "model.visual.", "mtp.")  # fmt: skip
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 def find_prefix(keys: Iterable[str]) -> str:
   """The prefix in front of `embed_tokens.weight` (`model.`, `language_model.model.`, `model.language_model.`)."""
   for key in keys:
-    if key.endswith("embed_tokens.weight"):
+    if key.endswith("embed_tokens.weight") and not key.startswith(IGNORED_PREFIXES):
       return key[: -len("embed_tokens.weight")]
   raise ModelLoadError("checkpoint has no embed_tokens.weight tensor")
 
@@ -35,7 +36,8 @@ def hf_name(path: tuple[str, ...], prefix: str, layer: int | None = None) -> str
     return "language_model.lm_head.weight" if prefix == "language_model.model." else "lm_head.weight"
   if path == ("embed_tokens", "embedding"):
     return prefix + "embed_tokens.weight"
-  leaf = "bias" if path[-1] == "bias" else "weight"
+  # Linear kernels, norm and conv weights are HF `weight`s; other parameters keep their names (`A_log`, `dt_bias`).
+  leaf = "weight" if path[-1] in ("kernel", "weight") else path[-1]
   if path[0] == "layers" and isinstance(path[1], int):  # one array per layer: the index is in the path
     layer, path = path[1], ("layers",) + path[2:]
   modules = ".".join(path[1:-1] if path[0] == "layers" else path[:-1])

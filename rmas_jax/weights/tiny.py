@@ -9,8 +9,10 @@ import functools
 from flax import nnx
 
 from rmas_jax.models.arch import ArchConfig, RopeSpec
+from rmas_jax.models.qwen3_5 import Qwen3_5Config
 from rmas_jax.models.transformer import CausalLM
-from rmas_jax.weights.build import resolve_dtype
+from rmas_jax.sharding.placement import init_on_mesh
+from rmas_jax.weights.build import new_model
 from rmas_jax.weights.errors import ModelLoadError
 
 PREFIX = "tiny:"
@@ -26,8 +28,18 @@ def is_tiny(spec: str) -> bool:
   return spec.startswith(PREFIX)
 
 
-def tiny_arch(family: str, hidden: int) -> ArchConfig:
+def tiny_qwen3_5(hidden: int) -> Qwen3_5Config:
+  """A 2-layer Qwen3.5: one DeltaNet layer, then one gated attention layer."""
+  return Qwen3_5Config(vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_layers=2, num_heads=4,
+                       num_kv_heads=2, head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                       linear_key_head_dim=16, linear_value_head_dim=16, layer_types=("linear_attention",
+                       "full_attention"), max_position_embeddings=4096)  # fmt: skip
+
+
+def tiny_arch(family: str, hidden: int) -> ArchConfig | Qwen3_5Config:
   """A 2-layer config of `family` at width `hidden` (a multiple of 16)."""
+  if family == "qwen3_5":
+    return tiny_qwen3_5(hidden)
   heads = 4
   base = dict(family=family, vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_layers=2,
               num_heads=heads, num_kv_heads=2, head_dim=hidden // heads, max_position_embeddings=4096)  # fmt: skip
@@ -41,7 +53,7 @@ def tiny_arch(family: str, hidden: int) -> ArchConfig:
                    rope_local=RopeSpec(theta=10_000.0), rope_global=RopeSpec(theta=1_000_000.0)),  # fmt: skip
   }
   if family not in extra:
-    raise ModelLoadError(f"tiny model family {family!r}: expected one of {sorted(extra)}")
+    raise ModelLoadError(f"tiny model family {family!r}: expected one of {sorted([*extra, 'qwen3_5'])}")
   return ArchConfig(**base, **extra[family])
 
 
@@ -76,6 +88,7 @@ def byte_tokenizer():
 def load_tiny(spec: str, dtype="float32", scan_layers: bool = False) -> tuple[CausalLM, object]:
   """The random model and tokenizer a tiny spec names (the same weights for the same spec)."""
   family, hidden, seed = parse(spec)
-  model = CausalLM(tiny_arch(family, hidden), dtype=resolve_dtype(dtype), scan_layers=scan_layers,
-                   rngs=nnx.Rngs(seed))  # fmt: skip
+  # Under a mesh the random weights are sent to their shards (same values), see `rmas_jax.sharding`.
+  model = init_on_mesh(lambda: new_model(tiny_arch(family, hidden), dtype=dtype, scan_layers=scan_layers,
+                                         rngs=nnx.Rngs(seed)))  # fmt: skip
   return model, byte_tokenizer()

@@ -1,0 +1,361 @@
+"""The web app's engine: one loaded system kept warm, a queue answered one request at a time, and each request's
+events (queue position, turns, streamed text, the inspector) kept for the page to read.
+
+All model work happens on one worker thread, so requests never run at once and never compete for the CPU or
+accelerator; the web server's threads only validate requests and read events.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import gc
+import importlib.util
+import itertools
+import os
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from rmas_jax.patterns.graph import PATTERNS
+
+
+class BadRequest(ValueError):
+  """A request the server refuses; `status` is its HTTP status (4xx)."""
+
+  def __init__(self, message: str, status: int = 400):
+    super().__init__(message)
+    self.status = status
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+  """What a request may ask for (the page shows these; the server enforces them)."""
+
+  rounds: tuple[int, int] = (1, 8)
+  latent_steps: tuple[int, int] = (1, 64)
+  max_new_tokens: tuple[int, int] = (1, 1024)
+  top_k: tuple[int, int] = (0, 1000)
+  inspect_k: tuple[int, int] = (1, 20)
+  question_chars: int = 4000
+  queue: int = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class AskRequest:
+  """One validated request."""
+
+  question: str
+  style: str
+  rounds: int
+  latent_steps: int
+  max_new_tokens: int
+  greedy: bool
+  temperature: float
+  top_p: float
+  top_k: int
+  seed: int
+  inspect_k: int
+
+
+@dataclasses.dataclass
+class Style:
+  """A choosable style: its config spec and the config (cheap to load; the models are loaded on use)."""
+
+  name: str
+  spec: str
+  config: Any
+
+  def describe(self) -> dict:
+    c = self.config
+    g, inf = c.generation, c.inference
+    return {
+      "name": self.name,
+      "spec": self.spec,
+      "models": {a["role"]: a["model"] for a in c.agents},
+      "defaults": dict(
+        rounds=inf.rounds,
+        latent_steps=inf.latent_steps,
+        max_new_tokens=g.max_new_tokens,
+        greedy=g.greedy,
+        temperature=g.temperature,
+        top_p=g.top_p,
+        top_k=g.top_k,
+        seed=c.seed,
+        inspect_k=5,
+      ),  # fmt: skip
+    }
+
+
+def _style_name(config) -> str:
+  pattern = config.get("pattern")
+  return (pattern.get("name") if pattern else None) or config.style
+
+
+def discover_styles(spec: str) -> dict[str, Style]:
+  """The styles the page offers, the served config's first.
+
+  A config file whose presets span several styles (`configs/tiny.py`) offers each of them; the built-in styles it
+  does not cover are taken from their own files next to it (`configs/mixture.py` beside `configs/sequential.py`).
+  """
+  from rmas_jax.config_lib import load_config
+
+  served = load_config(spec)
+  styles = {_style_name(served): Style(_style_name(served), spec, served)}
+  path = spec.partition(":")[0]
+  module_spec = importlib.util.spec_from_file_location(f"rmas_serve_{os.path.basename(path)[:-3]}", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  candidates = [f"{path}:{p}" for p in getattr(module, "PRESETS", {})]
+  directory = os.path.dirname(path)
+  candidates += [os.path.join(directory, f"{name}.py") for name in PATTERNS]
+  for candidate in candidates:
+    if not os.path.isfile(candidate.partition(":")[0]):
+      continue
+    try:
+      config = load_config(candidate)
+    except ValueError:  # a preset that cannot be used here is not offered
+      continue
+    styles.setdefault(_style_name(config), Style(_style_name(config), candidate, config))
+  return styles
+
+
+def _number(body: dict, key: str, default, kind, lo=None, hi=None):
+  value = body.get(key)
+  if value is None or value == "":
+    return default
+  if kind is bool:
+    if not isinstance(value, bool):
+      raise BadRequest(f"{key}: expected true or false, got {value!r}")
+    return value
+  try:
+    number = kind(value)
+  except (TypeError, ValueError):
+    raise BadRequest(f"{key}: expected a number, got {value!r}") from None
+  if kind is int and number != float(value):
+    raise BadRequest(f"{key}: expected a whole number, got {value!r}")
+  if (lo is not None and number < lo) or (hi is not None and number > hi):
+    raise BadRequest(f"{key} must be between {lo} and {hi}, got {value}")
+  return number
+
+
+def parse_request(body: Any, styles: dict[str, Style], limits: Limits) -> AskRequest:
+  """Validates a request body; raises `BadRequest` with a message naming the field."""
+  if not isinstance(body, dict):
+    raise BadRequest("expected a JSON object")
+  question = body.get("question")
+  if not isinstance(question, str) or not question.strip():
+    raise BadRequest("the question is empty")
+  if len(question) > limits.question_chars:
+    raise BadRequest(f"the question is {len(question)} characters long; the limit is {limits.question_chars}")
+  style = body.get("style") or next(iter(styles))
+  if style not in styles:
+    raise BadRequest(f"unknown style {style!r}; expected one of {', '.join(styles)}")
+  d = styles[style].describe()["defaults"]
+  greedy = _number(body, "greedy", d["greedy"], bool)
+  temperature = _number(body, "temperature", d["temperature"], float)
+  if not greedy and not 0 < temperature <= 10:  # noqa: PLR2004
+    raise BadRequest(f"temperature must be in (0, 10] when sampling, got {temperature}")
+  top_p = _number(body, "top_p", d["top_p"], float)
+  if not 0 < top_p <= 1:
+    raise BadRequest(f"top_p must be in (0, 1], got {top_p}")
+  return AskRequest(
+    question=question.strip(),
+    style=style,
+    rounds=_number(body, "rounds", d["rounds"], int, *limits.rounds),
+    latent_steps=_number(body, "latent_steps", d["latent_steps"], int, *limits.latent_steps),
+    max_new_tokens=_number(body, "max_new_tokens", d["max_new_tokens"], int, *limits.max_new_tokens),
+    greedy=greedy,
+    temperature=temperature,
+    top_p=top_p,
+    top_k=_number(body, "top_k", d["top_k"], int, *limits.top_k),
+    seed=_number(body, "seed", d["seed"], int, 0, 2**31 - 1),
+    inspect_k=_number(body, "inspect_k", d["inspect_k"], int, *limits.inspect_k),
+  )
+
+
+class Job:
+  """One request: its events in order (the page replays them), and its outcome."""
+
+  def __init__(self, job_id: str, request: AskRequest):
+    self.id, self.request = job_id, request
+    self.status = "queued"  # queued | running | done | error
+    self.events: list[dict] = []
+    self.text = ""
+    self.result: dict | None = None
+    self.error: str | None = None
+    self._lock = threading.Lock()
+
+  def emit(self, event: dict) -> None:
+    with self._lock:
+      if event["type"] in ("loading", "started"):
+        self.status = "running"
+      elif event["type"] == "text":
+        self.text = event["text"]
+      elif event["type"] == "done":
+        self.status, self.result = "done", event
+      elif event["type"] == "error":
+        self.status, self.error = "error", event["message"]
+      self.events.append(event)
+
+  def since(self, index: int) -> tuple[list[dict], bool]:
+    """Events from `index` on, and whether the job has ended."""
+    with self._lock:
+      return self.events[index:], self.status in ("done", "error")
+
+  def snapshot(self) -> dict:
+    with self._lock:
+      return {"id": self.id, "status": self.status, "text": self.text, "error": self.error, "result": self.result}
+
+
+@dataclasses.dataclass
+class _Loaded:
+  style: str
+  loaded: Any  # patterns.from_config.LoadedSystem
+  inspector: Any  # inspector.Inspector
+
+
+class Engine:
+  """Loads the served style, then answers queued requests one at a time on its own thread.
+
+  Args:
+    spec: the served config (`configs/<style>.py[:preset]`).
+    limits: request limits.
+  """
+
+  def __init__(self, spec: str, limits: Limits | None = None):
+    self.limits = limits or Limits()
+    self.styles = discover_styles(spec)
+    self.initial = next(iter(self.styles))
+    self.state = f"loading {self.initial}"
+    self.current: _Loaded | None = None
+    self.jobs: collections.OrderedDict[str, Job] = collections.OrderedDict()
+    self.pending: collections.deque[Job] = collections.deque()
+    self.running: Job | None = None
+    self._ids = itertools.count(1)
+    self._cv = threading.Condition()
+    self._thread = threading.Thread(target=self._work, name="rmas-engine", daemon=True)
+
+  def start(self) -> None:
+    self._thread.start()
+
+  # -- the web side ---------------------------------------------------------------------------------------------
+
+  def status(self) -> dict:
+    with self._cv:
+      return {
+        "state": self.state,
+        "style": self.current.style if self.current else None,
+        "queue": len(self.pending) + (self.running is not None),
+        "styles": [s.describe() for s in self.styles.values()],
+        "limits": dataclasses.asdict(self.limits),
+      }
+
+  def submit(self, body: Any) -> Job:
+    """Validates and queues a request; raises `BadRequest`."""
+    request = parse_request(body, self.styles, self.limits)
+    with self._cv:
+      if len(self.pending) >= self.limits.queue:
+        raise BadRequest(f"the queue is full ({self.limits.queue} waiting); try again later", status=429)
+      job = Job(str(next(self._ids)), request)
+      ahead = len(self.pending) + (self.running is not None)
+      job.emit({"type": "queued", "ahead": ahead})
+      self.jobs[job.id] = job
+      while len(self.jobs) > 64:  # keep recent requests only; a running or queued one is never dropped
+        oldest = next(iter(self.jobs.values()))
+        if oldest.status in ("queued", "running"):
+          break
+        self.jobs.popitem(last=False)
+      self.pending.append(job)
+      self._cv.notify()
+    return job
+
+  # -- the worker -----------------------------------------------------------------------------------------------
+
+  def _work(self) -> None:
+    from rmas_jax.runtime import enable_compilation_cache
+
+    enable_compilation_cache()
+    try:
+      self._load(self.initial)
+    except Exception as e:  # keep serving: a later request may load another style
+      traceback.print_exc()
+      self._set_state(f"error: could not load {self.initial}: {e}")
+    while True:
+      with self._cv:
+        while not self.pending:
+          self._cv.wait()
+        job = self.pending.popleft()
+        self.running = job
+        for i, waiting in enumerate(self.pending):
+          waiting.emit({"type": "queued", "ahead": i + 1})
+      try:
+        self._answer(job)
+      except Exception as e:
+        traceback.print_exc()
+        job.emit({"type": "error", "message": f"{type(e).__name__}: {e}"})
+      finally:
+        with self._cv:
+          self.running = None
+
+  def _set_state(self, state: str) -> None:
+    with self._cv:
+      self.state = state
+    print(f"serve: {state}", file=sys.stderr, flush=True)
+
+  def _load(self, style: str) -> None:
+    import jax
+
+    from rmas_jax.inspector import Inspector
+    from rmas_jax.patterns import ask as ask_module
+    from rmas_jax.patterns import traced
+    from rmas_jax.patterns.from_config import load_system
+
+    if self.current is not None:
+      # Drop every reference to the old weights and their compiled programs before the new ones load, so two
+      # systems never sit in memory together.
+      self.current = None
+      traced._turn_fn.cache_clear()
+      ask_module._rounds_fn.cache_clear()
+      jax.clear_caches()
+      gc.collect()
+    self._set_state(f"loading {style}")
+    start = time.perf_counter()
+    loaded = load_system(self.styles[style].config, progress=False)
+    self.current = _Loaded(style, loaded, Inspector(loaded.system, loaded.tokenizers, loaded.models))
+    self._set_state("ready")
+    print(f"serve: {style} loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+
+  def _answer(self, job: Job) -> None:
+    from rmas_jax.generation.sampler import SamplingConfig
+    from rmas_jax.patterns.ask import ask
+    from rmas_jax.patterns.from_config import toolbox_of
+
+    req = job.request
+    if self.current is None or self.current.style != req.style:
+      job.emit({"type": "loading", "style": req.style})
+      try:
+        self._load(req.style)
+      except Exception as e:
+        self._set_state(f"error: could not load {req.style}: {e}")
+        raise
+    cur, config = self.current, self.styles[req.style].config
+    job.emit({"type": "started", "style": req.style, "models": cur.loaded.models})
+    sampling = SamplingConfig(greedy=req.greedy, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
+                              seed=req.seed)  # fmt: skip
+    result = ask(cur.loaded.system, cur.loaded.tokenizers, [req.question], rounds=req.rounds,
+                 steps=req.latent_steps, max_new_tokens=req.max_new_tokens, task=config.task, sampling=sampling,
+                 prompts=cur.loaded.prompts, stop_strings=tuple(config.inference.stop_strings),
+                 tools=toolbox_of(config), chunk=config.inference.chunk, max_tool_tokens=config.tools.result_tokens,
+                 trace=True, on_text=lambda _, text: job.emit({"type": "text", "text": text}),
+                 on_turn=lambda entry: job.emit({"type": "turn", **entry}))  # fmt: skip
+    job.emit({"type": "inspecting"})
+    start = time.perf_counter()
+    inspector = cur.inspector.inspect(result.trace, [req.question], k=req.inspect_k)
+    inspector["wall_s"] = time.perf_counter() - start
+    answer = dataclasses.asdict(result.answers[0])
+    job.emit({"type": "text", "text": answer["text"]})
+    job.emit({"type": "done", "answer": answer, "accounting": result.accounting, "inspector": inspector,
+              "request": dataclasses.asdict(req), "models": cur.loaded.models})  # fmt: skip
