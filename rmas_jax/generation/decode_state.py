@@ -4,7 +4,8 @@
 example has stopped, a step limit is reached or the cache is full, so the host can look at the text between
 calls (stop strings, tool calls) without recompiling; `rewind` forgets an example's last tokens (they stay in
 the cache but are never attended again, and its rotary positions step back) or stops it; `append` feeds text
-the host inserted (a tool's result) into the examples that have some.
+the host inserted (a tool's result) into the examples that have some. A recurrent decode state (Qwen3.5's
+`HybridCache`) cannot forget tokens by masking: `replay` recomputes it for rows that drop tokens and go on.
 
 The model's weights are an argument of every compiled function, never closed over, and sampling settings are
 traced values, so changing them does not recompile.

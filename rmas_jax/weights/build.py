@@ -41,7 +41,8 @@ def new_model(cfg: ArchConfig | Qwen3_5Config, *, dtype=jnp.float32, scan_layers
   return cls(cfg, dtype=resolve_dtype(dtype), scan_layers=scan_layers, rngs=rngs)
 
 
-def abstract_model(cfg: ArchConfig | Qwen3_5Config, dtype=jnp.float32, scan_layers: bool | None = None) -> CausalLM:
+def abstract_model(cfg: ArchConfig | Qwen3_5Config, dtype=jnp.float32,
+                   scan_layers: bool | None = None) -> CausalLM | Qwen3_5CausalLM:  # fmt: skip
   """The model with shape-only parameters: no memory is allocated (also for full-size shape checks)."""
   scan = default_scan_layers() if scan_layers is None else scan_layers
   return nnx.eval_shape(lambda: new_model(cfg, dtype=dtype, scan_layers=scan, rngs=nnx.Rngs(0)))
@@ -56,8 +57,8 @@ def build_model(
   scan_layers: bool | None = None,
   where: str,
   progress: bool = False,
-) -> CausalLM:
-  """Loads HF-named tensors into a `CausalLM`.
+) -> CausalLM | Qwen3_5CausalLM:
+  """Loads HF-named tensors into a `CausalLM` (or, for a `Qwen3_5Config`, a `Qwen3_5CausalLM`).
 
   Args:
     cfg: the architecture.
