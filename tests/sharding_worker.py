@@ -4,8 +4,8 @@ starts, and the test process's JAX has started already.
 `python tests/sharding_worker.py DATA.jsonl TRAIN_JSON WORKDIR OUT.json` trains the tiny `custom` system (with the
 `config.train` overrides of TRAIN_JSON) on one device and on a (data=2, fsdp=2, tensor=2) mesh with links sharded
 over (tensor, fsdp), restores the sharded checkpoint onto a (1, 2, 4) mesh and onto one device, asks questions with
-both systems, and runs one backbone forward with 8-way tensor parallelism; it writes what it saw (losses, shardings,
-differences, CPU seconds per phase) to OUT.json.
+both systems, runs one backbone forward with 8-way tensor parallelism, and evaluates the questions as `eval.py` does
+on a config mesh; it writes what it saw (losses, shardings, differences, CPU seconds per phase) to OUT.json.
 """
 
 import json
@@ -26,10 +26,11 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from rmas_jax.config_lib import load_config  # noqa: E402
+from rmas_jax.evaluation.runner import evaluate  # noqa: E402
 from rmas_jax.links.recursive_link import LinkParam  # noqa: E402
 from rmas_jax.patterns.ask import ask  # noqa: E402
 from rmas_jax.patterns.from_config import load_system  # noqa: E402
-from rmas_jax.sharding.mesh import make_mesh, use_mesh  # noqa: E402
+from rmas_jax.sharding.mesh import activate, make_mesh, use_mesh  # noqa: E402
 from rmas_jax.sharding.rules import RULES, use_rules, with_rule  # noqa: E402
 from rmas_jax.training.trainer import restore_links, train  # noqa: E402
 from rmas_jax.weights.pretrained import load_pretrained  # noqa: E402
@@ -148,6 +149,22 @@ def main(data_path: str, train_json: str, workdir: str, out_path: str) -> None:
     got = jax.jit(lambda m, x: m(x).logits)(placed, ids)
     result["forward_diff_118"] = float(np.max(np.abs(np.asarray(got) - want)))
   lap("forward")
+
+  # What eval.py does: `activate` sets config.mesh's mesh for the process, then the evaluation loads, restores the
+  # mesh run's links and answers the same questions (a 2 x 4 fsdp x tensor mesh this time).
+  questions = os.path.join(workdir, "eval.jsonl")
+  with open(questions, "w") as f:
+    f.writelines(json.dumps(dict(question=q, answer="0")) + "\n" for q in QUESTIONS)
+  config.mesh.update(fsdp=2, tensor=4)
+  config.eval.update(dataset=questions, split="", limit=len(QUESTIONS), batch_size=len(QUESTIONS), rounds=1,
+                     latent_steps=2)  # fmt: skip
+  config.generation.max_new_tokens = 4
+  mesh = activate(config)
+  result["activated"] = dict(mesh.shape) if mesh is not None else None
+  evaluated = evaluate(config, os.path.join(workdir, "eval"), progress=False, links_from=os.path.join(workdir, "mesh"))
+  result["eval_equal"] = [r["output"] for r in evaluated["records"]] == base_texts
+  result["eval_links"] = evaluated["links"]
+  lap("eval")
 
   with open(out_path, "w") as f:
     json.dump(result, f, indent=1)

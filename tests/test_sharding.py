@@ -179,6 +179,9 @@ def test_eight_devices_train_ask_and_restore_like_one(runs):
   assert r["restored_link_spec"] == "P()"
   assert r["restore_diff_124"] == r["restore_diff_one"] == 0.0  # the very values the mesh run saved
   assert r["forward_diff_118"] < 1e-5
+  # eval.py's path: config.mesh -> activate -> evaluate with the mesh run's links answers like one device.
+  assert r["activated"] == {"data": 1, "fsdp": 2, "tensor": 4}
+  assert r["eval_links"].startswith("trained") and r["eval_equal"]
 
 
 def test_two_processes_over_loopback_train_like_one(runs):

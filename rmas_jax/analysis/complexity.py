@@ -273,6 +273,8 @@ def real_agents(config, *, t: int, lengths, repeats: int, seed: int) -> dict:
 
 
 def plot(result: dict, path: str) -> str:
+  from matplotlib.ticker import NullFormatter
+
   plt = outputs.pyplot()
   fig, axes = plt.subplots(2, 3, figsize=(13, 7))
   labels = {"m": "latent steps m", "vocab": "vocabulary |V|", "d": "hidden width d"}
@@ -286,6 +288,7 @@ def plot(result: dict, path: str) -> str:
       ax.plot(x, [r["predicted"][route] for r in rows], "-", color=color, alpha=0.6, label=f"{route}: Prop. 3.1 terms")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a short log axis overlap
     ax.set_xlabel(labels[axis])
     ax.set_ylabel("FLOPs per agent and round")
     b = rows[0]
@@ -298,6 +301,7 @@ def plot(result: dict, path: str) -> str:
         ax.plot(x, [r["wall_s"][route] * 1e3 for r in rows], "o-", color=color, label=route)
       ax.set_xscale("log")
       ax.set_yscale("log")
+      ax.xaxis.set_minor_formatter(NullFormatter())
       ax.set_xlabel(labels[axis])
       ax.set_ylabel("ms per agent and round (CPU)")
       ax.set_title("tiny agents, wall time", fontsize=9)

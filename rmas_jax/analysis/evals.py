@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import os
 
-ROW_KEYS = ("accuracy", "n", "seconds_per_question", "decoded_tokens_per_question", "wall_time_s", "links")
+ROW_KEYS = ("accuracy", "n", "seconds_per_question", "decoded_tokens_per_question", "wall_time_s", "links",
+            "process_cpu_s")  # fmt: skip
 
 
 def evaluate_variant(config, scratch: str, *, links_from: str = "", loaded=None) -> dict:
   """`evaluate(config, scratch)` with `scratch/checkpoints` pointing at `links_from/checkpoints` when given.
 
   A finished variant is read back instead of re-run (evaluation results are never overwritten), and an interrupted
-  one resumes from its partial records."""
-  from rmas_jax.evaluation.runner import evaluate
+  one resumes from its partial records. The result gains `process_cpu_s`: this process's CPU seconds spent on it
+  (compilation included; None when it was read back or resumed), a measure that other jobs on a shared machine
+  disturb less than wall time."""
+  import time
+
+  from rmas_jax.evaluation.runner import evaluate, result_name
 
   os.makedirs(scratch, exist_ok=True)
   if links_from:
@@ -26,7 +31,13 @@ def evaluate_variant(config, scratch: str, *, links_from: str = "", loaded=None)
       raise ValueError(f"{target} links to {os.readlink(target)}, not {source}; use a new scratch directory")
     if not os.path.lexists(target):
       os.symlink(source, target)
-  return evaluate(config, scratch, loaded=loaded, progress=False)
+  e = config.eval
+  rounds = 1 if e.method in ("text_mas", "single") else e.rounds or config.inference.rounds
+  name = result_name(e.dataset, e.method, rounds)
+  fresh = not any(os.path.exists(os.path.join(scratch, "eval", f"{name}{s}")) for s in (".json", ".partial.jsonl"))
+  cpu = time.process_time()
+  result = evaluate(config, scratch, loaded=loaded, progress=False)
+  return dict(result, process_cpu_s=time.process_time() - cpu if fresh else None)
 
 
 def summary_row(result: dict) -> dict:
