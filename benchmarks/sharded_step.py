@@ -51,13 +51,14 @@ def child(args) -> dict:
   from rmas_jax.training.batches import inner_batch, outer_batch
   from rmas_jax.training.optimizer import split_links, stage_optimizer
 
-  shape = parse_mesh(args.mesh)
+  spec = args.mesh[-1]  # the parent passes one `--mesh` to each child
+  shape = parse_mesh(spec)
   mesh = None if shape == (1, 1, 1) else make_mesh(shape)
   config = load_config(args.config)
   t = config.train
   t.update(data_path=args.data, examples=len(QUESTIONS), batch_size=args.batch, prompt_bucket=256, target_tokens=12,
            inner_tokens=64, latent_steps=2, rounds=2)  # fmt: skip
-  out = {"mesh": args.mesh, "devices": jax.device_count()}
+  out = {"mesh": spec, "devices": jax.device_count()}
   with use_mesh(mesh):
     start = time.perf_counter()
     loaded = load_system(config, progress=False, scan_layers=True)
