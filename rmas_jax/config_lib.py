@@ -59,17 +59,21 @@ def load_config(spec: str):
 
 
 def apply_overrides(config, assignments) -> None:
-  """Applies `key.sub=value` strings to `config` in place; values are Python literals or else plain strings."""
+  """Applies `key.sub=value` strings to `config` in place; values are Python literals (`true`/`false` too) or else
+  plain strings."""
   import ast
 
   for item in assignments:
     key, eq, raw = item.partition("=")
     if not eq or not key:
       raise ValueError(f"override {item!r}: expected KEY=VALUE, e.g. generation.greedy=False")
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw
+    if raw.lower() in ("true", "false"):  # the shell-style spelling of a bool, as absl's flags accept it
+      value = raw.lower() == "true"
+    else:
+      try:
+        value = ast.literal_eval(raw)
+      except (ValueError, SyntaxError):
+        value = raw
     *parents, leaf = key.split(".")
     node = config
     for part in parents:

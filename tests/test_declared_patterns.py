@@ -84,5 +84,9 @@ def test_overrides():
   config = load_config("configs/tiny.py")
   apply_overrides(config, ["generation.greedy=False", "inference.stop_strings=['\\n\\n']", "task=code"])
   assert config.generation.greedy is False and list(config.inference.stop_strings) == ["\n\n"] and config.task == "code"
+  apply_overrides(config, ["eval.warmup=true", "generation.greedy=TRUE"])  # the shell spelling of bools
+  assert config.eval.warmup is True and config.generation.greedy is True
   with pytest.raises(ValueError, match="no field 'inference.nope'"):
     apply_overrides(config, ["inference.nope=1"])
+  with pytest.raises(ValueError, match="eval.warmup=maybe"):
+    apply_overrides(config, ["eval.warmup=maybe"])
