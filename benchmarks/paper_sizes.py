@@ -48,7 +48,7 @@ from rmas_jax.latent.rollout import latent_rollout  # noqa: E402
 from rmas_jax.links.recursive_link import RecursiveLink  # noqa: E402
 from rmas_jax.models.kv_cache import KVCache  # noqa: E402
 from rmas_jax.sharding.table1 import HUB_CONFIGS  # noqa: E402
-from rmas_jax.weights.build import new_model  # noqa: E402
+from rmas_jax.weights.build import abstract_model, new_model  # noqa: E402
 from rmas_jax.weights.hf_config import arch_from_hf  # noqa: E402
 
 DEFAULT_MODELS = (
@@ -77,8 +77,7 @@ def median_s(fn, repeats: int) -> float:
 def random_model(name: str, dtype):
   """The rmas-jax backbone of `name`'s shape with random weights, initialised on the device in one program."""
   cfg = arch_from_hf(HUB_CONFIGS[name], where=name)
-  abstract = nnx.eval_shape(lambda: new_model(cfg, dtype=dtype, scan_layers=True, rngs=nnx.Rngs(0)))
-  graphdef, _ = nnx.split(abstract)
+  graphdef, _ = nnx.split(abstract_model(cfg, dtype, scan_layers=True))
   state = jax.jit(lambda: nnx.state(new_model(cfg, dtype=dtype, scan_layers=True, rngs=nnx.Rngs(0))))()
   return cfg, nnx.merge(graphdef, state)
 

@@ -389,7 +389,6 @@ def run(args) -> dict:
 def build_parser():
   """The command line of this study."""
   p = outputs.parser(__doc__.split("\n\n")[0], workdir_help="unused (links do not change the cost)")
-  p.add_argument("--name", default="", help="suffix of the result files")
   p.add_argument("--prompt", type=int, default=64, help="prompt slots t of the tiny agents")
   p.add_argument("--lengths", type=outputs.ints, default=[8, 16, 32, 64, 80], help="m values of the tiny m sweep")
   p.add_argument("--vocabs", type=outputs.ints, default=[320, 4096, 32768, 131072, 262144], help="tiny |V| sweep")
@@ -405,13 +404,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  try:
-    run(args)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return outputs.command(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ def evaluate_variant(config, scratch: str, *, links_from: str = "", loaded=None)
   disturb less than wall time."""
   import time
 
-  from rmas_jax.evaluation.runner import evaluate, result_name
+  from rmas_jax.evaluation.runner import eval_rounds, evaluate, result_name
 
   os.makedirs(scratch, exist_ok=True)
   if links_from:
@@ -32,8 +32,7 @@ def evaluate_variant(config, scratch: str, *, links_from: str = "", loaded=None)
     if not os.path.lexists(target):
       os.symlink(source, target)
   e = config.eval
-  rounds = 1 if e.method in ("text_mas", "single") else e.rounds or config.inference.rounds
-  name = result_name(e.dataset, e.method, rounds)
+  name = result_name(e.dataset, e.method, eval_rounds(config))
   fresh = not any(os.path.exists(os.path.join(scratch, "eval", f"{name}{s}")) for s in (".json", ".partial.jsonl"))
   cpu = time.process_time()
   result = evaluate(config, scratch, loaded=loaded, progress=False)

@@ -352,7 +352,6 @@ def run(args) -> dict:
 def build_parser():
   """The command line of this study."""
   p = outputs.parser(__doc__.split("\n\n")[0])
-  p.add_argument("--name", default="", help="suffix of the result files (e.g. the style)")
   p.add_argument("--questions", type=int, default=4, help="held-out questions whose hidden states are probed")
   p.add_argument("--positions", type=int, default=12, help="probed positions per question")
   p.add_argument("--temperatures", type=outputs.floats, default=[0.25, 0.5, 1.0, 2.0], help="text-route τ values")
@@ -368,13 +367,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  try:
-    run(args)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return outputs.command(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -87,18 +87,11 @@ def build_parser():
   p = outputs.parser(__doc__.split("\n\n")[0])
   p.add_argument("--lengths", type=outputs.ints, default=list(DEFAULT_LENGTHS), help="latent lengths m")
   p.add_argument("--scratch", default="runs/analysis/latent-length", help="run directories of the evaluations")
-  p.add_argument("--name", default="", help="suffix of the result files")
   return p
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  try:
-    run(args)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return outputs.command(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -140,18 +140,11 @@ def build_parser():
   p = outputs.parser(__doc__.split("\n\n")[0], workdir_help="unused (each design trains its own links)")
   p.add_argument("--designs", type=_designs, default=list(DESIGNS), help="comma-separated designs")
   p.add_argument("--scratch", default="runs/analysis/link-design", help="run directories of training and evaluation")
-  p.add_argument("--name", default="", help="suffix of the result files")
   return p
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  try:
-    run(args)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return outputs.command(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rmas_jax.results import write_json_new
 
@@ -17,7 +18,7 @@ DEFAULT_OUT = "benchmarks/results/analysis"
 def parser(
   description: str, *, workdir_help: str = "a training run whose link checkpoint to use"
 ) -> argparse.ArgumentParser:
-  """The common arguments: `--config`, `--workdir`, `--out`, `--set KEY=VALUE`, `--seed`."""
+  """The common arguments: `--config`, `--workdir`, `--out`, `--set KEY=VALUE`, `--seed`, `--name`."""
   p = argparse.ArgumentParser(description=description)
   p.add_argument("--config", required=True, help="configs/<style>.py[:preset]")
   p.add_argument("--workdir", default="", help=f"{workdir_help} (default: fresh links)")
@@ -25,7 +26,19 @@ def parser(
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="override a config field, e.g. --set eval.limit=10 (repeatable)")  # fmt: skip
   p.add_argument("--seed", type=int, default=0, help="seed of every random choice the study makes")
+  p.add_argument("--name", default="", help="suffix of the result files (e.g. the style)")
   return p
+
+
+def command(build_parser: Callable[[], argparse.ArgumentParser], run: Callable, argv: Sequence[str] | None) -> int:
+  """A study's `main`: parses `argv`, runs, and turns a ValueError (bad input) into one `error:` line and exit 2."""
+  args = build_parser().parse_args(argv)
+  try:
+    run(args)
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  return 0
 
 
 def ints(text: str) -> list[int]:

@@ -167,18 +167,11 @@ def build_parser():
   p.add_argument("--rounds", type=outputs.ints, default=[1, 2, 3], help="recursion rounds to compare")
   p.add_argument("--max-tokens", type=int, default=256, help="tokens of each text that are embedded")
   p.add_argument("--scratch", default="runs/analysis/representations", help="run directories of the evaluations")
-  p.add_argument("--name", default="", help="suffix of the result files")
   return p
 
 
 def main(argv: list[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  try:
-    run(args)
-  except ValueError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  return 0
+  return outputs.command(build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,12 @@ METHODS = ("recursive_mas", "single", "text_mas", "recursive_text_mas", "moa")
 PACKAGES = ("jax", "flax", "optax", "transformers", "math-verify", "reasoning-gym")
 
 
+def eval_rounds(config) -> int:
+  """The recursion rounds `config.eval` runs: 1 for the single-pass methods, else `eval.rounds` or the default."""
+  e = config.eval
+  return 1 if e.method in ("text_mas", "single") else e.rounds or config.inference.rounds
+
+
 def result_name(dataset: str, method: str, rounds: int) -> str:
   base = os.path.splitext(os.path.basename(dataset))[0] if os.sep in dataset or "." in dataset else dataset
   return f"{base}-{method}-r{rounds}"
@@ -87,7 +93,7 @@ def evaluate(config, workdir: str, *, loaded: LoadedSystem | None = None, progre
   e = config.eval
   if e.method not in METHODS:
     raise ValueError(f"config.eval.method: {e.method!r}; expected one of {METHODS}")
-  rounds = 1 if e.method in ("text_mas", "single") else e.rounds or config.inference.rounds
+  rounds = eval_rounds(config)
   name = result_name(e.dataset, e.method, rounds)
   out_dir = os.path.join(workdir, "eval")
   final_path = os.path.join(out_dir, f"{name}.json")
