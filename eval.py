@@ -1,8 +1,9 @@
 """Evaluates a system or a baseline: `python eval.py --config configs/sequential.py --workdir DIR`.
 
 `--config.eval.dataset=gsm_symbolic --config.eval.limit=30 --config.eval.method=recursive_mas` and the like; trained
-links are loaded from `DIR/checkpoints` when present. The result goes to `DIR/eval/<dataset>-<method>-r<R>.json`;
-an interrupted evaluation resumes from the records already written.
+links are loaded from `DIR/checkpoints` when present (`--config.eval.checkpoint=latest|best`). The result goes to
+`DIR/eval/<dataset>-<method>-r<R>-<key>.json` (`key`: a hash of the data, task and field map); an interrupted
+evaluation resumes from the records already written, and only when everything it measured is the same.
 """
 
 import json
@@ -12,7 +13,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rmas_jax.config_lib import entry_check
+from rmas_jax.config_lib import entry_check, parse_absl_flags
 from rmas_jax.training.checkpoints import CheckpointMismatchError
 from rmas_jax.weights.errors import ModelLoadError
 
@@ -38,14 +39,14 @@ def main(argv):
     single_process_only("eval.py")
     enable_compilation_cache()
     result = evaluate(config, _WORKDIR.value)
-  except (ValueError, ModelLoadError, CheckpointMismatchError, DatasetUnavailableError) as e:
+  except (ValueError, FileNotFoundError, ModelLoadError, CheckpointMismatchError, DatasetUnavailableError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  keys = ("dataset", "method", "rounds", "links", "n", "accuracy", "decoded_tokens_per_question",
+  keys = ("dataset", "task", "method", "rounds", "links", "n", "skipped", "accuracy", "decoded_tokens_per_question",
           "seconds_per_question")
-  print(json.dumps({k: result[k] for k in keys}))
+  print(json.dumps({k: result.get(k) for k in keys}))
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_absl_flags)  # a bad config file or --config.* key: one line, exit 2

@@ -12,7 +12,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from rmas_jax.config_lib import entry_check
+from rmas_jax.config_lib import entry_check, parse_absl_flags
 from rmas_jax.training.checkpoints import CheckpointMismatchError
 from rmas_jax.weights.errors import ModelLoadError
 
@@ -30,7 +30,7 @@ def main(argv):
   logging.getLogger("absl").setLevel(logging.WARNING)
   from rmas_jax.runtime import enable_compilation_cache
   from rmas_jax.sharding.mesh import activate, is_writer
-  from rmas_jax.training.trainer import train
+  from rmas_jax.training.trainer import TrainingIncompleteError, train
 
   try:
     activate(config)  # multi-host start-up and `config.mesh`, before anything else touches JAX's devices
@@ -39,10 +39,13 @@ def main(argv):
   except (ValueError, ModelLoadError, CheckpointMismatchError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except TrainingIncompleteError as e:  # the steps ran but the last checkpoint is missing: not a finished run
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   if is_writer():
     print(json.dumps(summary))
   return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_absl_flags)  # a bad config file or --config.* key: one line, exit 2

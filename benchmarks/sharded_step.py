@@ -68,7 +68,8 @@ def child(args) -> dict:
     chosen = trainer.batch_examples(examples, 0, args.batch, config.seed)
     roles = list(loaded.system.pattern.roles)
     batches = {
-      "inner": {r: inner_batch(loaded.tokenizers[r], chosen, task=config.task, length=t.inner_tokens) for r in roles},
+      "inner": {r: inner_batch(loaded.tokenizers[r], chosen, task=config.task, length=t.inner_tokens, whole=False)
+                for r in roles},
       "outer": outer_batch(
         loaded.system,
         loaded.tokenizers,
@@ -79,6 +80,7 @@ def child(args) -> dict:
         target_tokens=t.target_tokens,
         min_prompt=t.prompt_bucket,
         book=loaded.prompts,
+        whole=False,
       ),  # fmt: skip
     }
     for stage in ("inner", "outer"):

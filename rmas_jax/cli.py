@@ -7,6 +7,7 @@ import dataclasses
 import os
 import sys
 
+from rmas_jax.interop import cli as convert
 from rmas_jax.weights.errors import ModelLoadError
 
 
@@ -73,7 +74,10 @@ def run_generate(args) -> str:
 def _ask_parser(sub) -> None:
   p = sub.add_parser("ask", help="ask a multi-agent system a question; prints only the answer")
   p.add_argument("--config", required=True, help="configs/<style>.py[:preset]")
-  p.add_argument("--question", required=True)
+  p.add_argument("--question", help="the question (or --questions-file)")
+  p.add_argument("--questions-file", help="several questions: JSON lines with a \"question\" field, or one a line; "
+                 "their answers print as JSON lines")  # fmt: skip
+  p.add_argument("--batch-size", type=int, default=16, help="questions answered at once (default 16)")
   p.add_argument("--rounds", type=int, help="recursion rounds R (default: config.inference.rounds)")
   p.add_argument("--latent-steps", type=int, help="latent thoughts m per agent and round (config.inference)")
   p.add_argument("--max-new-tokens", type=int, help="the decoder's budget (config.generation.max_new_tokens)")
@@ -86,6 +90,27 @@ def _ask_parser(sub) -> None:
                  help="write the latent-thought inspector's JSON here (nearest tokens of every latent step; an "
                       "existing file is never overwritten); runs the rounds turn by turn")  # fmt: skip
   p.add_argument("--inspect-k", type=int, default=5, help="nearest tokens per latent vector (default 5)")
+  _links_arguments(p)
+
+
+def _links_arguments(p) -> None:
+  p.add_argument("--workdir", help="a training run directory: answer with its trained links (DIR/checkpoints)")
+  p.add_argument("--checkpoint", choices=["latest", "best"], default="latest",
+                 help="which of --workdir's checkpoints (default latest)")  # fmt: skip
+  p.add_argument("--max-prompt-tokens", type=int, default=0,
+                 help="refuse a question whose prompt (latent slots included) is longer (default 0: only the "
+                      "agents' contexts bound it)")  # fmt: skip
+
+
+def _check_links_arguments(args) -> None:
+  from rmas_jax.trained_links import check_links_dir
+
+  if args.max_prompt_tokens < 0:
+    raise ValueError(f"--max-prompt-tokens must be >= 0, got {args.max_prompt_tokens}")
+  if args.workdir:
+    check_links_dir(args.workdir, args.checkpoint)
+  elif args.checkpoint != "latest":
+    raise ValueError("--checkpoint needs --workdir (the run whose checkpoints to read)")
 
 
 def run_ask(args) -> str:
@@ -93,14 +118,15 @@ def run_ask(args) -> str:
   import json
 
   from rmas_jax.config_lib import apply_overrides, load_config, validate
-  from rmas_jax.patterns.ask import ask
+  from rmas_jax.patterns.batched import answer_lines, ask_batched, questions_of
   from rmas_jax.patterns.from_config import load_system, sampling_of, toolbox_of
+  from rmas_jax.prompt_limits import check_question_fits
   from rmas_jax.results import write_json_new
   from rmas_jax.runtime import enable_compilation_cache
   from rmas_jax.sharding.mesh import activate, single_process_only
+  from rmas_jax.trained_links import load_trained_links
 
-  if not args.question.strip():
-    raise ValueError("--question is empty")
+  questions = questions_of(args)
   for flag in ("rounds", "latent_steps", "max_new_tokens", "num_samples"):
     if getattr(args, flag) is not None and getattr(args, flag) < 1:
       raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
@@ -110,6 +136,7 @@ def run_ask(args) -> str:
       raise ValueError(f"--{flag} {path}: the file exists; choose a new name (results are never overwritten)")
   if args.inspect_k < 1:
     raise ValueError(f"--inspect-k must be >= 1, got {args.inspect_k}")
+  _check_links_arguments(args)  # before any model loads
   config = load_config(args.config)
   apply_overrides(config, args.set)
   for flag, field in (("rounds", "inference.rounds"), ("latent_steps", "inference.latent_steps"),
@@ -123,24 +150,37 @@ def run_ask(args) -> str:
   enable_compilation_cache()
   loaded = load_system(config)
   tools = toolbox_of(config)
-  print("note: the links are freshly initialised (training and checkpoints are not implemented yet)", file=sys.stderr)
   inf = config.inference
-  result = ask(loaded.system, loaded.tokenizers, [args.question], rounds=inf.rounds, steps=inf.latent_steps,
-               max_new_tokens=config.generation.max_new_tokens, task=config.task, sampling=sampling_of(config),
-               prompts=loaded.prompts, stop_strings=tuple(inf.stop_strings), tools=tools,
-               num_samples=inf.num_samples, chunk=inf.chunk, max_tool_tokens=config.tools.result_tokens,
-               trace=bool(args.inspect))  # fmt: skip
+  for question in questions:
+    check_question_fits(loaded, question, rounds=inf.rounds, steps=inf.latent_steps, task=config.task,
+                        max_new_tokens=config.generation.max_new_tokens, max_prompt_tokens=args.max_prompt_tokens)
+  if args.workdir:
+    links = load_trained_links(config, loaded.system, args.workdir, args.checkpoint)
+  else:
+    links = f"fresh links (seed {config.seed}); pass --workdir DIR to answer with a training run's links"
+  print(f"note: {links}", file=sys.stderr)
+  result = ask_batched(loaded.system, loaded.tokenizers, questions, batch_size=args.batch_size, rounds=inf.rounds,
+                       steps=inf.latent_steps, max_new_tokens=config.generation.max_new_tokens, task=config.task,
+                       sampling=sampling_of(config), prompts=loaded.prompts, stop_strings=tuple(inf.stop_strings),
+                       tools=tools, num_samples=inf.num_samples, chunk=inf.chunk,
+                       max_tool_tokens=config.tools.result_tokens, trace=bool(args.inspect),
+                       prefix_reuse=inf.get("prefix_reuse", True))  # fmt: skip
   answer = result.answers[0]
-  report = dict(result.accounting, config=args.config, models=loaded.models, answer=dataclasses.asdict(answer))
+  report = dict(result.accounting, config=args.config, models=loaded.models, links=links,
+                answer=dataclasses.asdict(answer))
+  if len(questions) > 1:
+    report["answers"] = [dataclasses.asdict(a) for a in result.answers]
   print(json.dumps(result.accounting), file=sys.stderr)
   if args.report:
     write_json_new(args.report, report)
   if args.inspect:
     from rmas_jax.inspector import Inspector
 
-    found = Inspector(loaded.system, loaded.tokenizers, loaded.models).inspect(result.trace, [args.question],
+    found = Inspector(loaded.system, loaded.tokenizers, loaded.models).inspect(result.trace, questions,
                                                                                k=args.inspect_k)  # fmt: skip
     write_json_new(args.inspect, dict(found, config=args.config, timeline=result.accounting["timeline"]))
+  if len(questions) > 1:
+    return answer_lines(result.answers)
   if len(answer.samples) == 1:
     return answer.text
   return "\n".join(f"--- sample {i + 1} ---\n{t}" for i, t in enumerate(answer.samples))
@@ -151,6 +191,7 @@ def _serve_parser(sub) -> None:
   p.add_argument("--config", required=True, help="configs/<style>.py[:preset]: the style loaded first")
   p.add_argument("--host", default="127.0.0.1", help="listen address (default loopback: only this machine)")
   p.add_argument("--port", type=int, default=8000)
+  _links_arguments(p)  # --workdir's links serve the --config style; the other styles on offer keep fresh links
 
 
 def run_serve(args) -> None:
@@ -159,7 +200,9 @@ def run_serve(args) -> None:
 
   if not 0 < args.port < 65536:
     raise ValueError(f"--port must be in 1..65535, got {args.port}")
-  serve(args.config, host=args.host, port=args.port)
+  _check_links_arguments(args)
+  serve(args.config, host=args.host, port=args.port, workdir=args.workdir, checkpoint=args.checkpoint,
+        max_prompt_tokens=args.max_prompt_tokens)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
   _generate_parser(sub)
   _ask_parser(sub)
   _serve_parser(sub)
+  convert.add_convert_parser(sub)
   args = parser.parse_args(argv)
   try:
     if args.command == "generate":
@@ -176,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
       sys.stdout.write(run_ask(args) + "\n")
     elif args.command == "serve":
       run_serve(args)
+    elif args.command == "convert":
+      convert.run_convert(args)
   except (ModelLoadError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -1,14 +1,19 @@
 """`python -m rmas_jax.report DIR [DIR ...]`: the evaluation results of run directories as one markdown table
-(method × rounds: accuracy, decoded tokens and seconds per question, and speed-up and token reduction against
-`recursive_text_mas` at the same rounds where that was evaluated), plus PNG plots of accuracy, time and tokens
-against rounds, written next to the first directory's results."""
+(method × rounds: accuracy with its Wilson 95 % interval, decoded tokens and seconds per question, and speed-up and
+token reduction against `recursive_text_mas` at the same rounds where that was evaluated), then, for every pair of
+results on the same questions, the paired comparison (exact McNemar p-value over the questions where exactly one
+was right), plus PNG plots of accuracy, time and tokens against rounds, written next to the first directory's
+results. A skipped question (too long to ask) counts as wrong."""
 
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import sys
+
+from rmas_jax.evaluation.paired import mcnemar_exact, paired_counts, wilson_interval
 
 
 def load_results(directories: list[str]) -> list[dict]:
@@ -18,9 +23,11 @@ def load_results(directories: list[str]) -> list[dict]:
     for path in sorted(glob.glob(os.path.join(d, "eval", "*.json"))):
       with open(path) as f:
         r = json.load(f)
-      rows.append(dict(run=d, dataset=r["dataset"], method=r["method"], rounds=r["rounds"], links=r.get("links", ""),
-                       n=r["n"], accuracy=r["accuracy"], tokens=r["decoded_tokens_per_question"],
-                       seconds=r["seconds_per_question"]))  # fmt: skip
+      correct = {x["id"]: bool(x.get("correct")) for x in r.get("records", [])}
+      rows.append(dict(run=d, name=os.path.splitext(os.path.basename(path))[0], dataset=r["dataset"],
+                       method=r["method"], rounds=r["rounds"], links=r.get("links", ""), n=r["n"],
+                       accuracy=r["accuracy"], tokens=r["decoded_tokens_per_question"] or 0.0,
+                       seconds=r["seconds_per_question"] or 0.0, correct=correct))  # fmt: skip
   if not rows:
     raise ValueError(f"no evaluation results under {', '.join(d + '/eval' for d in directories)}")
   return rows
@@ -29,15 +36,41 @@ def load_results(directories: list[str]) -> list[dict]:
 def markdown(rows: list[dict]) -> str:
   """The comparison table; speed-up = text seconds / ours, token reduction = 1 - ours / text tokens."""
   text = {(r["dataset"], r["rounds"]): r for r in rows if r["method"] == "recursive_text_mas"}
-  lines = ["| run | dataset | method | r | links | n | accuracy | tokens / q | s / q | speed-up | token reduction |",
-           "|---|---|---|--:|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+  lines = ["| run | dataset | method | r | links | n | accuracy | 95 % interval | tokens / q | s / q | speed-up | "
+           "token reduction |", "|---|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
   for r in sorted(rows, key=lambda r: (r["dataset"], r["method"], r["rounds"], r["run"])):
     base = text.get((r["dataset"], r["rounds"]))
     speed = f"{base['seconds'] / r['seconds']:.2f}×" if base and r is not base else ""
     saved = f"{1 - r['tokens'] / base['tokens']:.1%}" if base and r is not base and base["tokens"] else ""
+    right = round(r["accuracy"] * r["n"])
+    lo, hi = wilson_interval(right, r["n"])
     lines.append(f"| {r['run']} | {r['dataset']} | {r['method']} | {r['rounds']} | {r['links']} | {r['n']} | "
-                 f"{r['accuracy']:.3f} | {r['tokens']:.1f} | {r['seconds']:.2f} | {speed} | {saved} |")  # fmt: skip
+                 f"{r['accuracy']:.3f} | {lo:.3f}–{hi:.3f} | {r['tokens']:.1f} | {r['seconds']:.2f} | {speed} | "
+                 f"{saved} |")  # fmt: skip
   return "\n".join(lines)
+
+
+def _label(r: dict) -> str:
+  return f"{os.path.basename(r['run'].rstrip('/'))}/{r['name']}"
+
+
+def paired_markdown(rows: list[dict]) -> str:
+  """Every pair of results that share question ids: how many each alone got right and the exact McNemar p-value
+  (two-sided). Empty when no two results share a question."""
+  lines = []
+  for a, b in itertools.combinations(sorted(rows, key=_label), 2):
+    try:
+      c = paired_counts(a["correct"], b["correct"])
+    except ValueError:
+      continue
+    p = mcnemar_exact(c["only_a"], c["only_b"])
+    lines.append(f"| {_label(a)} | {_label(b)} | {c['n']} | {c['both']} | {c['only_a']} | {c['only_b']} | "
+                 f"{c['neither']} | {p:.3g} |")  # fmt: skip
+  if not lines:
+    return ""
+  head = ["| A | B | shared questions | both right | only A | only B | neither | McNemar p |",
+          "|---|---|--:|--:|--:|--:|--:|--:|"]  # fmt: skip
+  return "\n".join(head + lines)
 
 
 def plot(rows: list[dict], out_dir: str) -> list[str]:
@@ -78,6 +111,9 @@ def main(argv: list[str]) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   table = markdown(rows)
+  paired = paired_markdown(rows)
+  if paired:
+    table += "\n\nPaired on the same questions (exact McNemar test):\n\n" + paired
   out_dir = os.path.join(argv[0], "eval")
   with open(os.path.join(out_dir, "report.md"), "w") as f:
     f.write(table + "\n")

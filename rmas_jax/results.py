@@ -13,12 +13,20 @@ def write_json_new(path: str, payload) -> None:
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
   try:
+    # mkstemp makes the file private (0600); a result is for reading, so it gets what open() would give it.
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "w") as f:
       json.dump(payload, f, indent=2, default=str)
       f.write("\n")
     os.link(tmp, path)  # fails if `path` exists, unlike a rename
   finally:
     os.unlink(tmp)
+
+
+def _umask() -> int:
+  mask = os.umask(0)  # reading the umask means setting it; put it straight back
+  os.umask(mask)
+  return mask
 
 
 def write_benchmark(name: str, payload, *, overwrite: bool) -> str:

@@ -149,7 +149,7 @@ def test_gradient_stability_command_on_tiny_agents(tmp_path):
   loaded = load_system(config, progress=False, scan_layers=config.train.scan_layers)
   examples = load_examples(str(questions), limit=1)
   b = outer_batch(loaded.system, loaded.tokenizers, examples, rounds=2, steps=1, task="math", target_tokens=4,
-                  min_prompt=16, book=loaded.prompts)  # fmt: skip
+                  min_prompt=16, book=loaded.prompts, whole=False)  # fmt: skip
   graphdef, links, frozen = split_links(loaded.system)
 
   def loss(links):

@@ -18,7 +18,12 @@ import optax
 import pytest
 from flax import nnx
 
-from rmas_jax.training.checkpoints import CheckpointMismatchError, CheckpointStore, fingerprint_of
+from rmas_jax.training.checkpoints import (
+  CheckpointDamagedError,
+  CheckpointMismatchError,
+  CheckpointStore,
+  fingerprint_of,
+)
 
 FP = fingerprint_of({"agents": ["planner", "solver"], "link": {"hidden": 8}})
 
@@ -240,3 +245,168 @@ def test_no_lingering_non_daemon_threads(tmp_path):
       thread.join(timeout=10)
   lingering = [t for t in threading.enumerate() if t not in before and t.is_alive() and not t.daemon]
   assert not lingering, lingering
+
+
+# Verification on restore: damaged checkpoints are detected, reported in one line and passed over.
+
+
+def _two_steps(tmp_path):
+  """Steps 1 and 2 with different links (so a fallback is visible), and their abstract templates."""
+  first, second = _trained(0), _trained(1)
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    assert store.save(1, *first, {"data_position": 1})
+    assert store.save(2, *second, {"data_position": 2})
+  return first, second, _templates(first[0])
+
+
+def _data_files(step_dir):
+  """The array data files (orbax's `d/` chunks) under `step_dir`, smallest first."""
+  files = [p for p in step_dir.rglob("*") if p.is_file() and p.parent.name == "d"]
+  return sorted(files, key=lambda p: p.stat().st_size)
+
+
+def test_overwritten_array_bytes_are_detected_and_the_previous_step_is_used(tmp_path, caplog):
+  # One 64 x 64 kernel, so that its chunk is the largest data file and the bytes overwritten are array bytes.
+  kernels = [{"w": jax.random.normal(jax.random.key(seed), (64, 64), jnp.float32)} for seed in (0, 1)]
+  opt = optax.adamw(1e-3)
+  links1, opt1 = kernels[0], opt.init(kernels[0])
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    assert store.save(1, links1, opt1, {"data_position": 1})
+    assert store.save(2, kernels[1], opt.init(kernels[1]), {"data_position": 2})
+  links_t, opt_t = jax.tree.map(jnp.zeros_like, links1), opt.init(links1)
+  # Orbax's data files carry no checksum: 8 bytes overwritten in the middle of the array's chunk load as other
+  # numbers (values like 1e30) without a word. Only the hashes written with the checkpoint can tell.
+  path = _data_files(tmp_path / "2" / "links")[-1]
+  data = bytearray(path.read_bytes())
+  data[len(data) // 2 : len(data) // 2 + 8] = b"\x7f" * 8
+  path.write_bytes(bytes(data))
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    with pytest.raises(CheckpointDamagedError) as e:
+      store.restore(2, links_template=links_t, opt_state_template=opt_t)
+    assert "\n" not in str(e.value) and "step 2 is damaged" in str(e.value)
+    with caplog.at_level(logging.WARNING, logger="rmas_jax.training.checkpoints"):
+      step, links, opt_state, meta = store.restore_newest(links_template=links_t, opt_state_template=opt_t)
+  assert step == 1 and meta["data_position"] == 1
+  _assert_bit_identical(links, links1)
+  _assert_bit_identical(opt_state, opt1)
+  lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+  assert len(lines) == 1 and "\n" not in lines[0]
+  assert "step 2 is damaged" in lines[0] and "content hash" in lines[0] and "using step 1" in lines[0]
+  assert (tmp_path / "2").is_dir()  # a reader leaves the directory as it is
+
+
+@pytest.mark.parametrize("damage", ["truncated", "data_deleted", "meta_deleted", "meta_garbled"])
+def test_torn_or_partly_deleted_latest_falls_back(tmp_path, damage, caplog):
+  (links1, _), _, (links_t, opt_t) = _two_steps(tmp_path)
+  step_dir = tmp_path / "2"
+  if damage == "truncated":
+    for path in _data_files(step_dir):
+      path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+  elif damage == "data_deleted":
+    for path in _data_files(step_dir / "opt_state"):
+      path.unlink()
+  elif damage == "meta_deleted":
+    (step_dir / "meta" / "metadata").unlink()
+  else:
+    (step_dir / "meta" / "metadata").write_text('{"step": 2, "fingerp')
+  with caplog.at_level(logging.WARNING, logger="rmas_jax.training.checkpoints"):
+    with CheckpointStore(tmp_path, fingerprint=FP) as store:
+      step, links, _, _ = store.restore_newest(links_template=links_t, opt_state_template=opt_t)
+  assert step == 1
+  _assert_bit_identical(links, links1)
+  lines = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+  assert len(lines) == 1 and "step 2 is damaged" in lines[0] and "using step 1" in lines[0]
+
+
+def test_no_intact_checkpoint_is_one_line(tmp_path):
+  _, _, (links_t, opt_t) = _two_steps(tmp_path)
+  for step in ("1", "2"):
+    for path in _data_files(tmp_path / step / "links"):
+      path.write_bytes(b"")
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    with pytest.raises(CheckpointDamagedError) as e:
+      store.restore_newest(links_template=links_t, opt_state_template=opt_t)
+  message = str(e.value)
+  assert "\n" not in message and message.startswith(f"{tmp_path}: no intact checkpoint (step 2: ")
+  assert "; step 1: " in message
+
+
+def test_empty_directory_restores_nothing(tmp_path):
+  links, opt_state = _trained()
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    assert store.restore_newest(links_template=links, opt_state_template=opt_state) is None
+
+
+def test_quarantine_moves_the_damaged_step_aside_so_it_can_be_saved_again(tmp_path, caplog):
+  first, second, (links_t, opt_t) = _two_steps(tmp_path)
+  (tmp_path / "2" / "meta" / "metadata").write_text("garbage")
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    with caplog.at_level(logging.WARNING, logger="rmas_jax.training.checkpoints"):
+      step, *_ = store.restore_newest(links_template=links_t, opt_state_template=opt_t, quarantine=True)
+    assert step == 1 and store.steps() == [1]
+    assert "moved aside as damaged-2" in caplog.text
+    assert store.save(2, *second, {})  # refused before: "a checkpoint for step 2 exists"
+    got, _, _ = store.restore(2, links_template=links_t, opt_state_template=opt_t)
+  _assert_bit_identical(got, second[0])
+  assert (tmp_path / "damaged-2").is_dir()
+
+
+def test_non_finite_leaf_read_back_is_damage(tmp_path, monkeypatch):
+  from rmas_jax.training import checkpoints
+
+  links, opt_state = _trained()
+  bad = {**links, "outer": {"w": links["outer"]["w"].at[1, 2].set(jnp.inf)}}
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    assert store.save(1, links, opt_state, {})
+    # Stands for a checkpoint whose hashes match but whose values are not finite (one written by an older store,
+    # which hashed nothing): only the finiteness check can refuse it.
+    with monkeypatch.context() as m:
+      m.setattr(checkpoints, "_first_non_finite", lambda tree: None)
+      assert store.save(2, bad, opt_state, {})
+    with pytest.raises(CheckpointDamagedError, match=r"step 2 is damaged: \['links'\]\['outer'\]\['w'\] holds NaN"):
+      store.restore(2, links_template=links, opt_state_template=opt_state)
+    step, got, _, _ = store.restore_newest(links_template=links, opt_state_template=opt_state)
+  assert step == 1
+  _assert_bit_identical(got, links)
+
+
+def test_opt_state_template_may_depend_on_the_step(tmp_path):
+  links = _links()
+  sgd, adam = optax.sgd(1e-2).init(links), optax.adamw(1e-3).init(links)
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    assert store.save(1, links, sgd, {})
+    assert store.save(2, links, adam, {})
+    seen = []
+
+    def template(step):
+      seen.append(step)
+      return adam if step == 2 else sgd
+
+    step, _, got, _ = store.restore_newest(links_template=links, opt_state_template=template)
+  assert step == 2 and seen == [2]
+  _assert_bit_identical(got, adam)
+
+
+def test_restore_into_another_dtype_still_verifies(tmp_path):
+  links, opt_state = _trained()
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    store.save(1, links, opt_state, {})
+    half = jax.tree.map(lambda x: x.astype(jnp.bfloat16), links)
+    got, _, _ = store.restore(1, links_template=half, opt_state_template=opt_state)
+  assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(got))
+  _assert_bit_identical(got, half)
+
+
+def test_torn_run_file_does_not_lock_the_run_out(tmp_path, caplog):
+  links, opt_state = _trained()
+  with CheckpointStore(tmp_path, fingerprint=FP) as store:
+    store.save(1, links, opt_state, {})
+  (tmp_path / "rmas_checkpoint_run.json").write_text('{"finger')
+  with caplog.at_level(logging.WARNING, logger="rmas_jax.training.checkpoints"):
+    with CheckpointStore(tmp_path, fingerprint=FP) as store:
+      assert store.latest_step() == 1
+      assert store.save(2, links, opt_state, {})
+  assert "rmas_checkpoint_run.json cannot be read" in caplog.text
+  other = fingerprint_of({"another": "design"})
+  with pytest.raises(CheckpointMismatchError):  # the file written anew still refuses another design
+    CheckpointStore(tmp_path, fingerprint=other)

@@ -54,7 +54,8 @@ def test_local_jsonl_with_field_map(tmp_path):
   path = _write_jsonl(tmp_path / "mine.jsonl", rows)
   examples = load_examples(path, fields={"question": "problem", "answer": "solution", "id": "uid"}, limit=3)
   assert [e.id for e in examples] == ["mine/q0", "mine/q1", "mine/q2"]
-  assert examples[2] == Example("mine/q2", "What is 2+2?", "4", "math", {"level": 2})
+  # Every field of the record rides along in meta, mapped ones included (prompts may name any of them).
+  assert examples[2] == Example("mine/q2", "What is 2+2?", "4", "math", rows[2])
   named = load_examples("arith", path=path, fields={"question": "problem", "answer": "solution"}, task="qa")
   assert named[0].id == "arith/0" and named[0].task == "qa"
 
@@ -71,6 +72,7 @@ def test_local_parquet_with_options_becomes_choice(tmp_path):
     "Largest planet?\nA. Mars\nB. Jupiter\nC. Venus\nD. Earth\n\nChoose the correct option (A/B/C/D)."
   )
   assert examples[1].meta["letters"] == "ABCD"
+  assert len(load_examples(path, fields={"question": "q", "answer": "gold", "options": "opts"}, limit=1)) == 1
 
 
 def test_local_json_answer_text_maps_to_letter(tmp_path):
@@ -181,3 +183,109 @@ def test_hub_unreachable_fails_fast_without_offline_mode(monkeypatch):
   with pytest.raises(DatasetUnavailableError, match="cannot connect to 127.0.0.1:9"):
     load_examples("gpqa")
   assert time.monotonic() - start < 5
+
+
+# Rows shaped like OpenAI evals' medmcqa samples.jsonl: chat messages in, the option label and text as the gold.
+MEDMCQA_ROWS = [
+  {"input": [{"role": "system", "content": "Answer the multiple choice question."},
+             {"role": "user", "content": "Loss of cells in an organ is called?\na) Hyperplasia\nb) Hypertrophy\n"
+                                         "c) Atrophy\nd) Dysplasia\nAnswer:"}],
+   "ideal": "c) Atrophy", "subject": {"name": "pathology"}},
+  {"input": [{"role": "user", "content": "Which organ makes insulin?\n(A) Liver\n(B) Pancreas\n(C) Spleen\nAnswer:"}],
+   "ideal": "(B) Pancreas", "subject": {"name": "physiology"}},
+]  # fmt: skip
+
+
+def test_nested_field_paths_and_labelled_choice_answers(tmp_path):
+  path = _write_jsonl(tmp_path / "samples.jsonl", MEDMCQA_ROWS)
+  fields = {"question": "input[-1].content", "answer": "ideal", "subject": "subject.name"}
+  first, second = load_examples(path, fields=fields, task="choice")
+  assert first.question.startswith("Loss of cells") and first.question.endswith("Answer:")
+  assert (first.answer, first.meta["letters"], first.task) == ("C", "ABCD", "choice")
+  assert (second.answer, second.meta["letters"]) == ("B", "ABC")  # three options written as "(A) ..." lines
+  # Every record field rides along (prompts may name any), and an extra field-map name lands under its own name.
+  assert first.meta["input"] == MEDMCQA_ROWS[0]["input"] and first.meta["ideal"] == "c) Atrophy"
+  assert first.meta["subject"] == "pathology"
+  # A gold outside the written options, or a gold that is no option label, is one line naming the row.
+  bad = _write_jsonl(tmp_path / "bad.jsonl", [dict(MEDMCQA_ROWS[1], ideal="d) Kidney")])
+  with pytest.raises(ValueError, match=r"bad.jsonl: row 0: answer 'd\) Kidney' is not among the options A/B/C"):
+    load_examples(bad, fields=fields, task="choice")
+  word = _write_jsonl(tmp_path / "word.jsonl", [dict(MEDMCQA_ROWS[1], ideal="Pancreas")])
+  with pytest.raises(ValueError, match="expected an option letter"):
+    load_examples(word, fields=fields, task="choice")
+
+
+def test_field_path_errors_name_file_row_and_what_is_there(tmp_path):
+  path = _write_jsonl(tmp_path / "samples.jsonl", MEDMCQA_ROWS)
+  cases = {
+    "input[5].content": r"samples.jsonl: row 0: fields\['question'\]='input\[5\].content': input has 2 items, no \[5\]",
+    "input[-1].text": r"row 0: .*'text' not found in input\[-1\]; keys present: \['content', 'role'\]",
+    "ideal[0]": r"row 0: .*ideal is a str, not a list",
+    "prompt": r"column 'prompt' .* not found in row 0; columns present: \['ideal', 'input', 'subject'\]",
+  }
+  for question, message in cases.items():
+    with pytest.raises(ValueError, match=message) as err:
+      load_examples(path, fields={"question": question, "answer": "ideal"})
+    assert "\n" not in str(err.value)
+  with pytest.raises(ValueError, match=r"fields\['question'\]: 'input\[\]' is not a field path"):
+    load_examples(path, fields={"question": "input[]", "answer": "ideal"})
+  with pytest.raises(ValueError, match=r"fields\['answer'\]: 3; expected a column name"):
+    load_examples(path, fields={"question": "input[-1].content", "answer": 3})
+
+
+def test_context_field_goes_before_the_question(tmp_path):
+  rows = [{"q": "Who wrote it?", "a": "Ann", "passages": ["Ann wrote the book.", "Bob read it."]}]
+  [example] = load_examples(_write_jsonl(tmp_path / "ctx.jsonl", rows), fields={"question": "q", "answer": "a",
+                                                                                  "context": "passages"}, task="qa")
+  assert example.question == "Context:\nAnn wrote the book.\n\nBob read it.\n\nQuestion:\nWho wrote it?"
+  assert example.meta["context"] == "Ann wrote the book.\n\nBob read it." and example.answer == "Ann"
+
+
+def test_jsonl_is_streamed_with_a_line_cap_and_names_bad_lines(tmp_path, monkeypatch):
+  good = [{"question": f"q{i}", "answer": str(i)} for i in range(3)]
+  path = tmp_path / "data.jsonl"
+  path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in good) + b'{"question": "\xff", "answer": "1"}\n')
+  # Reading stops at the limit: the bad fourth line is never read.
+  assert [e.answer for e in load_examples(str(path), limit=3)] == ["0", "1", "2"]
+  with pytest.raises(ValueError, match=r"data.jsonl:4: not UTF-8 \(byte 0xff") as err:
+    load_examples(str(path))
+  assert "\n" not in str(err.value)
+  monkeypatch.setattr(ds, "MAX_LINE_BYTES", 40)
+  long = _write_jsonl(tmp_path / "long.jsonl", [good[0], {"question": "x" * 100, "answer": "1"}])
+  with pytest.raises(ValueError, match=r"long.jsonl:2: a line longer than 40 bytes"):
+    load_examples(long)
+  latin = tmp_path / "latin.json"
+  latin.write_bytes(b'[{"question": "caf\xe9",\n "answer": "1"}]')
+  with pytest.raises(ValueError, match=r"latin.json:1: not UTF-8 \(byte 0xe9\)"):
+    load_examples(str(latin))
+  monkeypatch.setattr(ds, "MAX_JSON_BYTES", 10)
+  size = latin.stat().st_size
+  with pytest.raises(ValueError, match=rf"latin.json: {size} bytes; a .json file is parsed whole, at most 10 bytes"):
+    load_examples(str(latin))
+
+
+def test_describe_source_tells_copies_apart(tmp_path):
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  a = _write_jsonl(tmp_path / "a" / "samples.jsonl", MEDMCQA_ROWS)
+  b = _write_jsonl(tmp_path / "b" / "samples.jsonl", MEDMCQA_ROWS[:1])
+  da, db = ds.describe_source(a), ds.describe_source(b)
+  assert da["path"] != db["path"] and da["sha256"] != db["sha256"] and "registry" not in da
+  copy = ds.describe_source("medqa", path=a)
+  assert copy["registry"] == "medqa" and copy["sha256"] == da["sha256"] and "hub_id" not in copy
+  hub = ds.describe_source("medqa")
+  assert hub["hub_id"] == "GBaker/MedQA-USMLE-4-options" and "sha256" not in hub
+  gsm = ds.describe_source("gsm_symbolic", limit=5, seed=3)
+  assert gsm["generator"].startswith("reasoning-gym ") and (gsm["split"], gsm["seed"], gsm["limit"]) == ("test", 3, 5)
+
+
+def test_train_fields_map_a_training_file(tmp_path):
+  from rmas_jax.config_lib import load_config
+  from rmas_jax.training.trainer import training_examples
+
+  config = load_config("configs/tiny.py")
+  config.train.data_path = _write_jsonl(tmp_path / "samples.jsonl", MEDMCQA_ROWS)
+  config.train.fields = {"question": "input[-1].content", "answer": "ideal"}
+  config.task = "choice"
+  examples = training_examples(config)
+  assert [e.answer for e in examples] == ["C", "B"] and examples[0].meta["ideal"] == "c) Atrophy"

@@ -10,6 +10,7 @@ import pytest
 from rmas_jax import cli
 from rmas_jax.config_lib import apply_overrides, load_config
 from rmas_jax.patterns.declared import pattern_from_dict, template_book
+from rmas_jax.prompts.records import PromptRecord, prompt_record
 from rmas_jax.prompts.slots import slot
 
 CONFIG = '''
@@ -74,10 +75,25 @@ def test_declaration_errors_name_the_field():
     pattern_from_dict(dict(good, edges=[dict(src="b", dst="a", slot="s")]))
   with pytest.raises(ValueError, match=r"config.prompts: no prompt for role 'b'"):
     template_book(pattern, {"a": {"first": "{question}"}})
-  with pytest.raises(ValueError, match=r"config.prompts.b.first: unknown fields \['plan'\]"):
-    template_book(pattern, {"a": {"first": "{question}"}, "b": {"first": "{plan} {s}"}})
+  with pytest.raises(ValueError, match=r"config.prompts.a.first: slots \['s'\] go to other roles"):
+    template_book(pattern, {"a": {"first": "{question} {s}"}, "b": {"first": "{s}"}})
+  with pytest.raises(ValueError, match=r"config.prompts.b.first: expected '}' before end of string"):
+    template_book(pattern, {"a": {"first": "{question}"}, "b": {"first": "{s} {oops"}})
   book = template_book(pattern, {"a": {"first": "{question}"}, "b": {"first": "{s}|{question}|{round}/{rounds}"}})
-  assert book["b"]("Q?", 2, 3, "math").user == f"{slot('s')}|Q?|2/3"
+  assert book["b"](prompt_record("Q?"), 2, 3, "math").user == f"{slot('s')}|Q?|2/3"
+
+
+def test_prompts_name_record_fields():
+  """A declared prompt may name any field of the data record; a record without it is one line naming both."""
+  pattern = pattern_from_dict(dict(name="p", roles=["a", "b"], edges=[dict(src="a", dst="b", slot="s")], decoder="b"))
+  book = template_book(pattern, {"a": {"first": "Note: {context}"}, "b": {"first": "{s} {question}"}})
+  record = prompt_record({"question": "Which code?", "context": "The code is 4827.", "answer": "4827"})
+  assert book["a"](record, 1, 1, "exact").user == "Note: The code is 4827."
+  assert "4827" not in book["b"](record, 1, 1, "exact").user  # the decoder never sees the context
+  lacking = PromptRecord({"question": "Which code?"}, "relay.jsonl record 7")
+  with pytest.raises(ValueError, match=r"^relay.jsonl record 7: the prompt of role 'a' names \{context\}, which this "
+                     r"record lacks \(it has question\)$"):  # fmt: skip
+    book["a"](lacking, 1, 1, "exact")
 
 
 def test_overrides():

@@ -1,10 +1,12 @@
 """Text-watching generation: stop strings, and insertions after forgotten tokens, checked against plain greedy
 generation from the prompt the model should have seen (which has no forgotten tokens in it)."""
 
+import dataclasses
+
 import jax.numpy as jnp
 import pytest
 
-from rmas_jax.generation.sampler import Interrupt, bucket, generate, generate_text, left_pad
+from rmas_jax.generation.sampler import Interrupt, SamplingConfig, TextResult, bucket, generate, generate_text, left_pad
 from tiny_models import random_model
 
 
@@ -38,6 +40,28 @@ def test_plain_text_equals_generate(model):
   out = run_text(model, PROMPTS, max_new_tokens=20, chunk=6)
   assert [r.ids for r in out] == plain
   assert [r.text for r in out] == [TOK.decode(p) for p in plain]
+
+
+@pytest.mark.parametrize("greedy", [True, False])
+def test_ignore_eos_decodes_the_whole_budget(model, greedy):
+  """A stop id the model picks as its third token ends that example; with `ignore_eos` it is never chosen and both
+  examples decode exactly the budget, as HF's `min_new_tokens = max_new_tokens` does (greedy: the same tokens up to
+  where the stop id was)."""
+  budget, sampling = 20, SamplingConfig(greedy=greedy, temperature=0.7, seed=3)
+  free = run_text(model, PROMPTS, max_new_tokens=budget, sampling=sampling)
+  stop = free[0].ids[2]
+  stopped = run_text(model, PROMPTS, max_new_tokens=budget, stop_ids=[stop], sampling=sampling)
+  assert len(stopped[0].ids) <= 3 and stopped[0].finish == "stop_id"
+  forced = dataclasses.replace(sampling, ignore_eos=True)
+  for out in (run_text(model, PROMPTS, max_new_tokens=budget, stop_ids=[stop], sampling=forced, chunk=6),
+              [TextResult("", ids) for ids in generate(model, PROMPTS, max_new_tokens=budget, stop_ids=[stop],
+                                                       sampling=forced)]):  # fmt: skip
+    assert [len(r.ids) for r in out] == [budget, budget] and all(stop not in r.ids for r in out)
+    if greedy:  # (sampling draws from re-sorted logits once one is masked, so only greedy keeps the tokens)
+      first = free[0].ids.index(stop)
+      assert out[0].ids[:first] == free[0].ids[:first]
+  assert all(r.finish == "length" for r in run_text(model, PROMPTS, max_new_tokens=budget, stop_ids=[stop],
+                                                    sampling=forced))  # fmt: skip
 
 
 def test_stop_string_cuts_one_example_only(model):

@@ -49,7 +49,8 @@ def test_cached_equals_rerun(agent):
   slow, _, _ = compiled(rerun, model, link)
   fast, slow = fast(lstate, mstate, embeds, mask), slow(lstate, mstate, embeds, mask)
   assert fast.shape == (2, STEPS, model.cfg.hidden_size)
-  np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), rtol=1e-4, atol=1e-4)
+  # The README's "within 1e-4", absolute (measured at most 3.1e-6, on values up to 4).
+  np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), rtol=0, atol=1e-4)
 
 
 def test_gradients_through_the_rollout_equal_the_rerun(agent):
@@ -67,7 +68,11 @@ def test_gradients_through_the_rollout_equal_the_rerun(agent):
   leaves = list(zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_slow), strict=True))
   assert any(np.abs(np.asarray(a)).max() > 0 for a, _ in leaves)
   for a, b in leaves:
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6)
+    # Within 1e-4 of each parameter's largest gradient entry, as the README says (measured at most 1.2e-6 of it).
+    # Not elementwise-relative: entries a thousand times smaller than their array's largest carry float32 rounding
+    # of the sums they come from, up to 1.5e-3 of themselves.
+    scale = float(np.abs(np.asarray(b)).max())
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-4 * scale)
 
 
 def test_one_step_is_the_prompt_state(agent):

@@ -304,9 +304,9 @@ def test_tiny_qwen3_5_solver_trains_and_answers():
   assert all(isinstance(loaded.system.agents[r].backbone, Qwen3_5CausalLM) for r in ("planner", "solver"))
   examples = [Example(id=f"t/{i}", question=f"What is {i} + 3?", answer=str(i + 3), task="math") for i in range(2)]
   graphdef, links, frozen = split_links(loaded.system)
-  batch = inner_batch(loaded.tokenizers["solver"], examples, task="math", length=48)
+  batch = inner_batch(loaded.tokenizers["solver"], examples, task="math", length=48, whole=False)
   ob = outer_batch(loaded.system, loaded.tokenizers, examples, rounds=1, steps=2, task="math", target_tokens=8,
-                   min_prompt=16, book=loaded.prompts)  # fmt: skip
+                   min_prompt=16, book=loaded.prompts, whole=False)  # fmt: skip
 
   @jax.jit
   @functools.partial(jax.value_and_grad, has_aux=True)

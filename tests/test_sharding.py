@@ -115,7 +115,7 @@ def _free_port() -> int:
 # One inner and one outer step of the tiny two-agent system on short questions (a 256-slot prompt bucket); one latent
 # step keeps the compiled step small (the latent loop runs sharded in the worker's `ask`).
 TRAIN = dict(examples=8, batch_size=4, inner_steps=1, outer_steps=1, rounds=1, latent_steps=1, prompt_bucket=256,
-             target_tokens=12, inner_tokens=64, checkpoint_every=1)  # fmt: skip
+             target="final", target_tokens=32, inner_tokens=512, checkpoint_every=1)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

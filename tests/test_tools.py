@@ -319,3 +319,134 @@ def test_toolbox_runs_fenced_python_in_the_sandbox():
   box = make_toolbox(["python"], python_timeout_s=5.0)
   call = find_call("Check: <python>\n```python\nprint(6 * 7)\n```\n</python>")
   assert box.run(call) == " <result> 42 </result>"
+
+
+# --- sandbox: bounds on the whole process tree, and reads ---
+
+
+def test_six_children_of_900_mb_cannot_all_hold_it_together():
+  # Each child is under the per-process limit (1 GiB of address space); together they would hold 5.3 GB.
+  code = (
+    "import os, time\n"
+    "pids = []\n"
+    "for i in range(6):\n"
+    "  pid = os.fork()\n"
+    "  if pid == 0:\n"
+    "    block = b'x' * (900 * 2**20)\n"
+    "    print('child', i, 'holds', len(block) >> 20, 'MiB', flush=True)\n"
+    "    time.sleep(3)\n"
+    "    os._exit(0)\n"
+    "  pids.append(pid)\n"
+    "done = sum(os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) == 0 for p in pids)\n"
+    "print('all six held it', done == 6)\n"
+  )
+  start = time.monotonic()
+  result = _run(code, timeout_s=20.0, memory_mb=1024)
+  assert "all six held it True" not in result.stdout
+  assert result.killed_for.startswith("memory: the program's processes together held "), result.tool_text()
+  assert "over the 1024 MiB bound" in result.tool_text()
+  assert time.monotonic() - start < 15  # killed when the sum passed the bound, not at the timeout
+  assert result.stdout.count("holds 900 MiB") <= 2
+
+
+def test_a_forked_copy_is_not_counted_twice():
+  # A parent holding 300 MiB forks; the child shares those pages until it writes them: 600 MiB resident, 300 held.
+  code = (
+    "import os\n"
+    "block = b'x' * (300 * 2**20)\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "  import time; time.sleep(1); os._exit(0)\n"
+    "os.waitpid(pid, 0)\n"
+    "print('done', len(block) >> 20)\n"
+  )
+  result = _run(code, timeout_s=20.0, memory_mb=512)
+  assert result.stdout.strip() == "done 300", result.tool_text()
+  assert not result.killed_for
+
+
+def test_many_15_mb_files_stop_at_the_total_cap():
+  code = (
+    "import os\n"
+    "written = 0\n"
+    "try:\n"
+    "  for i in range(40):\n"
+    "    with open(f'part{i}.bin', 'wb') as f:\n"
+    "      f.write(b'x' * (15 * 2**20))\n"
+    "    written += 15\n"
+    "except OSError as e:\n"
+    "  print('stopped:', e.strerror)\n"
+    "print('written', written)\n"
+  )
+  result = _run(code, timeout_s=20.0, disk_mb=64)
+  text = result.tool_text()
+  if isolation().disk == "tmpfs":
+    assert "stopped: No space left on device" in result.stdout, text
+    assert int(result.stdout.split("written ")[1]) <= 64, text
+  else:  # the watchdog kills the tree once the directory is past the bound
+    assert result.killed_for.startswith("disk: "), text
+  assert "written 600" not in result.stdout
+
+
+def test_the_total_cap_holds_across_processes():
+  code = (
+    "import os\n"
+    "for i in range(8):\n"
+    "  if os.fork() == 0:\n"
+    "    try:\n"
+    "      for j in range(4):\n"
+    "        with open(f'p{i}-{j}.bin', 'wb') as f:\n"
+    "          f.write(b'x' * (15 * 2**20))\n"
+    "    except OSError:\n"
+    "      pass\n"
+    "    os._exit(0)\n"
+    "  os.wait()\n"
+    "total = sum(os.path.getsize(n) for n in os.listdir('.') if n.endswith('.bin'))\n"
+    "print('total MiB', total >> 20)\n"
+  )
+  result = _run(code, timeout_s=20.0, disk_mb=64)
+  if isolation().disk != "tmpfs":
+    pytest.skip("no private tmpfs here: the directory is bounded by the watchdog, tested above")
+  assert int(result.stdout.split("total MiB ")[1]) <= 64, result.tool_text()
+
+
+def test_reads_are_limited_to_python_and_the_temporary_directory():
+  if not isolation().filesystem:
+    pytest.skip("Landlock unavailable: reads are not restricted on this platform")
+  project_file = Path(sandbox.__file__).resolve()  # the project's own source
+  home = Path.home()
+  files = ["/etc/shadow", "/etc/passwd", str(project_file), str(project_file.parents[2] / "README.md")]
+  code = (
+    "import os\n"
+    f"for path in {files!r}:\n"
+    "  try:\n"
+    "    open(path).read(1)\n"
+    "    print('read', path)\n"
+    "  except OSError as e:\n"
+    "    print('denied', path, type(e).__name__)\n"
+    f"for path in [{str(home)!r}, '/etc', {str(project_file.parent)!r}]:\n"
+    "  try:\n"
+    "    os.listdir(path)\n"
+    "    print('listed', path)\n"
+    "  except OSError as e:\n"
+    "    print('denied', path, type(e).__name__)\n"
+    "open('mine.txt', 'w').write('ok')\n"
+    "print('own file', open('mine.txt').read())\n"
+    "import json, decimal, fractions\n"  # the standard library still imports
+    "import subprocess\n"
+    "print('ran', subprocess.run(['true']).returncode)\n"
+  )
+  result = _run(code)
+  assert "read " not in result.stdout and "listed " not in result.stdout, result.tool_text()
+  assert result.stdout.count("denied ") == 7 and "PermissionError" in result.stdout
+  assert "own file ok" in result.stdout and "ran 0" in result.stdout, result.tool_text()
+
+
+def test_the_prelude_still_imports_sympy_under_read_rules():
+  pytest.importorskip("sympy")
+  assert run_python("print(sp.Integer(2) ** 10)", timeout_s=30.0).tool_text() == "1024"
+
+
+def test_disk_bound_must_be_positive():
+  with pytest.raises(ValueError, match="disk_mb must be > 0, got 0"):
+    run_python("print(1)", disk_mb=0)

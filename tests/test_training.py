@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from rmas_jax.config_lib import load_config
 from rmas_jax.patterns.from_config import load_system
@@ -45,9 +46,9 @@ def test_stage_optimizers_touch_only_their_group(setup):
   graphdef, links, frozen = split_links(loaded.system)
   groups = link_groups(links)
   roles = loaded.system.pattern.roles
-  batch = {r: inner_batch(loaded.tokenizers[r], examples[:2], task="math", length=96) for r in roles}
-  ob = outer_batch(loaded.system, loaded.tokenizers, examples[:2], rounds=2, steps=2, task="math", target_tokens=12,
-                   min_prompt=16)  # fmt: skip
+  batch = {r: inner_batch(loaded.tokenizers[r], examples[:2], task="math", length=96, whole=False) for r in roles}
+  ob = outer_batch(loaded.system, loaded.tokenizers, examples[:2], rounds=2, steps=2, task="math", target="final",
+                   target_tokens=32, min_prompt=16)  # fmt: skip
   for stage, step_fn, b in (("inner", trainer.make_inner_step, batch), ("outer", trainer.make_outer_step, ob)):
     opt = stage_optimizer(stage, config.train.copy_and_resolve_references(), 10)
     opt_state = opt.init(links)
@@ -73,7 +74,7 @@ def test_outer_gradient_reaches_first_round_links(setup):
 
   def grads(rounds):
     b = outer_batch(loaded.system, loaded.tokenizers, examples[:2], rounds=rounds, steps=2, task="math",
-                    target_tokens=12, min_prompt=16)  # fmt: skip
+                    target="final", target_tokens=32, min_prompt=16)  # fmt: skip
 
     def loss(lk):
       from flax import nnx
@@ -96,6 +97,38 @@ def test_outer_gradient_reaches_first_round_links(setup):
   assert norm(two, "agents", "expert", "inner") > 0 and norm(two, "agents", "learner", "inner") > 0
   one = grads(1)
   assert norm(one, "outer", "learner_to_expert") == 0  # with one round nothing is fed back
+
+
+def test_per_round_credit_sums_to_the_gradient(setup):
+  """Round r run by its own copy of the links: the same loss as the scanned rounds, the copies' gradients sum to the
+  links' gradient, and each round's share is what reaches the links through that round (the last round's copy gets
+  no feedback-link gradient: its feedback goes nowhere)."""
+  from rmas_jax.training.objectives import rollout_loss_by_round
+
+  config, loaded, examples = setup
+  graphdef, links, frozen = split_links(loaded.system)
+  b = outer_batch(loaded.system, loaded.tokenizers, examples[:2], rounds=3, steps=2, task="math", target="final",
+                  target_tokens=32, min_prompt=16)  # fmt: skip
+
+  def whole(links):
+    system = nnx.merge(graphdef, links, frozen)
+    return rollout_loss(system, b.first, b.middle, b.last, b.target, b.target_mask, steps=2, remat=False)
+
+  def by_round(copies):
+    systems = [nnx.merge(graphdef, c, frozen) for c in copies]
+    return rollout_loss_by_round(systems, b.first, b.middle, b.last, b.target, b.target_mask, steps=2, remat=False)
+
+  loss, grad = jax.value_and_grad(whole)(links)
+  loss_r, grads_r = jax.value_and_grad(by_round)([links] * 3)
+  np.testing.assert_allclose(float(loss_r), float(loss), rtol=1e-6)
+  summed = jax.tree.map(lambda *g: sum(g), *grads_r)
+  for got, want in zip(jax.tree.leaves(summed), jax.tree.leaves(grad), strict=True):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-7)
+  def feedback(g):  # the largest gradient entry of the feedback link learner -> expert
+    leaves = jax.tree_util.tree_flatten_with_path(g)[0]
+    return max(float(np.abs(np.asarray(x)).max()) for p, x in leaves if "learner_to_expert" in jax.tree_util.keystr(p))
+
+  assert feedback(grads_r[0]) > 0 and feedback(grads_r[1]) > 0 and feedback(grads_r[2]) == 0
 
 
 def test_non_finite_step_changes_nothing(setup):
@@ -146,17 +179,49 @@ def test_kill_and_resume_continues_the_same_losses(tmp_path):
   assert _losses(killed) == _losses(whole)  # bit-identical float losses, each step once
 
 
-def test_gold_answer_keeps_its_final_line_under_a_short_budget(setup):
-  _, loaded, examples = setup
+def test_gold_answers_are_whole_or_left_out(setup):
+  """A gold answer is never cut mid-sentence: it fits whole (worked solution, final line, end of turn) or the
+  example is left out of training."""
+  config, loaded, examples = setup
   from rmas_jax.training.batches import response_ids
 
   tok = loaded.tokenizers["learner"]  # byte-level: one id per byte
   e = examples[0]
-  ids = response_ids(tok, e, "math", 40)
-  text = tok.decode(ids, skip_special_tokens=False)
-  assert len(ids) == 40 and text.endswith(f"\nThe answer is \\boxed{{{e.answer}}}.<|im_end|>")
-  assert text.startswith(e.meta["answer_cot"][:5])
-  assert tok.decode(response_ids(tok, e, "math", 10), skip_special_tokens=False).endswith("}.<|im_end|>")
+  whole = f"{e.meta['answer_cot'].split('####')[0].strip()}\nThe answer is \\boxed{{{e.answer}}}.<|im_end|>"
+  ids = response_ids(tok, e, "math", 4096)
+  assert tok.decode(ids, skip_special_tokens=False) == whole
+  assert response_ids(tok, e, "math", len(ids) - 1) is None  # one token short: left out, not cut
+  final = response_ids(tok, e, "math", 64, target="final")
+  assert tok.decode(final, skip_special_tokens=False) == f"The answer is \\boxed{{{e.answer}}}.<|im_end|>"
+  kept = trainer.fitting_examples(loaded, examples[:8], rounds=2, steps=2, task="math", length=1024,
+                                  target_tokens=len(ids))  # fmt: skip
+  assert e in kept and all(response_ids(tok, x, "math", len(ids)) is not None for x in kept)
+
+
+def test_inner_turns_are_each_roles_own_prompt_with_its_senders_gold(setup):
+  """The inner loop trains each role on its own round-1 prompt, whose slots hold its senders' gold text, and on its
+  own gold text; the prompts differ per question (the tiny run once trained on byte-identical turns)."""
+  config, loaded, examples = setup
+  from rmas_jax.training.batches import gold_text, inner_sequence, inner_turn
+
+  system = loaded.system
+  turns = [inner_turn(system, loaded.prompts, "learner", e, rounds=2, task="math") for e in examples[:2]]
+  for e, turn in zip(examples[:2], turns, strict=True):
+    assert e.question in turn.user and "Your role is the learner" in turn.user
+    assert gold_text(e, "expert", "learner", "math") in turn.user  # the expert's gold text in the learner's slot
+    assert "<<slot:" not in turn.user
+  tok = loaded.tokenizers["learner"]
+  seqs = [inner_sequence(tok, t, gold_text(e, "learner", "learner", "math"), 2048)
+          for e, t in zip(examples, turns, strict=False)]  # fmt: skip
+  assert seqs[0][0] != seqs[1][0]
+  ids, marks = seqs[0]
+  chat = tok.decode(ids, skip_special_tokens=False)
+  assert chat.startswith("<|im_start|>system")  # the chat header is never cut
+  response = tok.decode([i for i, m in zip(ids, marks, strict=True) if m], skip_special_tokens=False)
+  assert response == gold_text(examples[0], "learner", "learner", "math") + "<|im_end|>"
+  prompt_len = marks.index(1)
+  assert inner_sequence(tok, turns[0], "x", prompt_len + 1) is None  # too long: left out, not cut from the left
+  assert inner_sequence(tok, turns[0], "x", prompt_len + 2) is not None  # "x" and the end-of-turn id
 
 
 def test_teacher_forced_latents_are_hidden_states_over_the_gold_response(setup):
@@ -166,8 +231,8 @@ def test_teacher_forced_latents_are_hidden_states_over_the_gold_response(setup):
 
   _, loaded, examples = setup
   system, steps = loaded.system, 3
-  b = outer_batch(system, loaded.tokenizers, examples[:2], rounds=2, steps=steps, task="math", target_tokens=12,
-                  min_prompt=16, teacher_forced=True)  # fmt: skip
+  b = outer_batch(system, loaded.tokenizers, examples[:2], rounds=2, steps=steps, task="math", target="final",
+                  target_tokens=32, min_prompt=16, teacher_forced=True)  # fmt: skip
   role = "expert"  # round 1: no incoming latents, so the prompt is tokens only
   lay, gold, agent = b.first[role], b.gold[role], system.agents[role]
   got = _teacher_forced(agent, agent.backbone.embed(lay.ids), lay.mask, gold, steps, remat=False)  # [B, m, d]
@@ -186,8 +251,8 @@ def test_teacher_forced_outer_loss_and_gradients(setup):
   chosen = [examples[0].__class__(**{**examples[0].__dict__, "meta": own}), examples[1]]
 
   def loss_and_grads(rounds, teacher_forced):
-    b = outer_batch(loaded.system, loaded.tokenizers, chosen, rounds=rounds, steps=2, task="math", target_tokens=12,
-                    min_prompt=16, teacher_forced=teacher_forced)  # fmt: skip
+    b = outer_batch(loaded.system, loaded.tokenizers, chosen, rounds=rounds, steps=2, task="math",
+                    target="final", target_tokens=32, min_prompt=16, teacher_forced=teacher_forced)  # fmt: skip
 
     def loss(lk):
       from flax import nnx
@@ -208,3 +273,17 @@ def test_teacher_forced_outer_loss_and_gradients(setup):
   assert total(g2["outer"]["learner_to_expert"]) > 0 and total(g2["outer"]["expert_to_learner"]) > 0
   _, _, g1 = loss_and_grads(1, True)
   assert total(g1["outer"]["learner_to_expert"]) == 0
+
+
+def test_a_lost_final_save_is_an_error_not_a_finished_run(tmp_path, monkeypatch):
+  """When the last step's checkpoint is not written (here: the store refuses it, as it does for non-finite links),
+  the run raises, naming the step a rerun resumes from, instead of returning a summary (exit 0 in train.py)."""
+  from rmas_jax.training.checkpoints import CheckpointStore
+
+  config = load_config("configs/tiny.py:custom")
+  config.train.update(inner_steps=2, outer_steps=0, checkpoint_every=1, examples=8)
+  real_save = CheckpointStore.save
+  monkeypatch.setattr(CheckpointStore, "save", lambda self, step, *a, **k: step < 2 and real_save(self, step, *a, **k))
+  with pytest.raises(trainer.TrainingIncompleteError, match=r"step 2's checkpoint was not written \(the newest is "
+                     r"step 1\)"):  # fmt: skip
+    trainer.train(config, str(tmp_path), progress=False)

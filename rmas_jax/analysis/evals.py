@@ -19,7 +19,7 @@ def evaluate_variant(config, scratch: str, *, links_from: str = "", loaded=None)
   disturb less than wall time."""
   import time
 
-  from rmas_jax.evaluation.runner import eval_rounds, evaluate, result_name
+  from rmas_jax.evaluation.runner import evaluate
 
   os.makedirs(scratch, exist_ok=True)
   if links_from:
@@ -31,11 +31,9 @@ def evaluate_variant(config, scratch: str, *, links_from: str = "", loaded=None)
       raise ValueError(f"{target} links to {os.readlink(target)}, not {source}; use a new scratch directory")
     if not os.path.lexists(target):
       os.symlink(source, target)
-  e = config.eval
-  name = result_name(e.dataset, e.method, eval_rounds(config))
-  fresh = not any(os.path.exists(os.path.join(scratch, "eval", f"{name}{s}")) for s in (".json", ".partial.jsonl"))
   cpu = time.process_time()
   result = evaluate(config, scratch, loaded=loaded, progress=False)
+  fresh = not result.get("read_back") and not result.get("resumed_from")  # all of it computed in this call
   return dict(result, process_cpu_s=time.process_time() - cpu if fresh else None)
 
 

@@ -73,7 +73,7 @@ def latent_lower_bound(d: int, delta: float) -> float:
 def probe_states(backbone, tokenizer, examples, *, task: str, length: int, positions: int) -> np.ndarray:
   """Final-norm hidden states `[len(examples) * positions, D]` of the agent reading each question and its gold
   solution, at `positions` evenly spaced real (non-padding) positions per question."""
-  ids, mask, _ = inner_batch(tokenizer, examples, task=task, length=length)  # [B, T]
+  ids, mask, _ = inner_batch(tokenizer, examples, task=task, length=length, whole=False)  # [B, T]
   graphdef, state = nnx.split(backbone)
   run = jax.jit(lambda s, i, m: nnx.merge(graphdef, s)(i, attention_mask=m, return_logits=False).hidden)
   hidden = np.asarray(run(state, ids, mask), np.float32)  # [B, T, D]
@@ -206,7 +206,7 @@ def gradient_study(loaded, examples, *, task: str, rounds: int, steps: int, targ
   """Per-round gradient norms of the latent system and of its text-style (soft-token) version."""
   system = loaded.system
   batch = outer_batch(system, loaded.tokenizers, examples, rounds=rounds, steps=steps, task=task,
-                      target_tokens=target_tokens, min_prompt=16, book=loaded.prompts)  # fmt: skip
+                      target_tokens=target_tokens, min_prompt=16, book=loaded.prompts, whole=False)  # fmt: skip
   systems = {"latent": system, **{f"text tau={t}": text_style_system(system, t) for t in temperatures}}
   out = dict(rounds=rounds, latent_steps=steps, batch=len(examples), target_tokens=target_tokens,
              prompt_slots={r: int(lay.ids.shape[1]) for r, lay in batch.first.items()}, routes={})  # fmt: skip

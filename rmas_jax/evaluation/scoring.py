@@ -189,6 +189,28 @@ def official_score_qa(text: str, gold: str | Sequence[str]) -> bool:
   return False
 
 
+# --- exact facts (the latent relay) ------------------------------------------------------------------------------
+
+
+def stated_fact(text: str) -> str:
+  """The answer as written, for exact match: the first non-empty line, without surrounding whitespace, quotes or
+  backticks and without one closing period (a fact such as a code is asked to be written alone)."""
+  line = next((ln for ln in str(text).splitlines() if ln.strip()), "")
+  line = line.strip().strip("\"'`").strip()
+  return line[:-1].rstrip() if line.endswith(".") else line
+
+
+def score_exact(text: str, gold: str | Sequence[str]) -> bool:
+  """Strict exact match: the stated fact equals the gold character for character (case included)."""
+  stated = stated_fact(text)
+  return any(stated == g.strip() for g in _golds(gold))
+
+
+def lenient_score_exact(text: str, gold: str | Sequence[str]) -> bool:
+  """Lenient exact match: the gold occurs anywhere in the text as a whole word (not inside a longer code)."""
+  return any(re.search(rf"(?<![0-9A-Za-z]){re.escape(g.strip())}(?![0-9A-Za-z])", str(text)) for g in _golds(gold))
+
+
 # --- dispatch --------------------------------------------------------------------------------------------------------
 
 Scorer = Callable[..., bool]
@@ -198,6 +220,7 @@ SCORERS: dict[str, dict[str, Scorer]] = {
   "choice": {"strict": score_choice, "official": official_score_choice},
   "qa": {"strict": score_qa, "official": official_score_qa},
   "reasoning": {"strict": score_qa, "official": official_score_qa},
+  "exact": {"strict": score_exact, "official": lenient_score_exact},
 }
 
 
@@ -205,8 +228,8 @@ def score(task: str, text: str, gold, mode: str = "strict", **options) -> bool:
   """Scores one model output for an example of kind `task`.
 
   Args:
-    task: "math", "choice", "qa" or "reasoning" (free-form, as "qa"). "code" is rejected: code is scored by the
-      sandbox runner, which runs the tests.
+    task: "math", "choice", "qa", "reasoning" (free-form, as "qa") or "exact" (a fact written alone). "code" is
+      rejected: code is scored by the sandbox runner, which runs the tests.
     text: model output.
     gold: the example's answer (a letter for "choice"; a string or list of aliases for "qa").
     mode: "strict" (default) or "official" (the official release's lenient rules).

@@ -15,6 +15,7 @@ from rmas_jax.generation.sampler import SamplingConfig, TextResult, bucket, gene
 from rmas_jax.patterns.ask import PROMPTS, PromptBook
 from rmas_jax.patterns.system import System, slot_order
 from rmas_jax.prompts import roles
+from rmas_jax.prompts.records import prompt_record
 from rmas_jax.prompts.slots import render_chat, slot
 from rmas_jax.weights.tokenizer import stop_token_ids
 
@@ -59,7 +60,7 @@ def text_rounds(system: System, tokenizers: Mapping[str, object], questions: Seq
       assert [e.slot for e in edges] == list(slot_order(pattern, role, r == 1))
       texts = []
       for i, q in enumerate(questions):
-        p = book[role](q, r, rounds, task)
+        p = book[role](prompt_record(q), r, rounds, task)
         user = p.user
         for e in edges:
           source = feedback if e.feedback else sent

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rmas_jax.models.kv_cache import KVCache
+from rmas_jax.models.kv_cache import KVCache, extend
 
 
 @jax.tree_util.register_dataclass
@@ -72,11 +72,19 @@ def choose_tokens(logits, rng, greedy: bool, temperature, top_k, top_p) -> jax.A
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "cache_length", "budget"))
-def prefill(graphdef, state, ids, embeds, mask, rng, cache_length: int, budget: int) -> SamplerState:
-  """The prompt (ids or input vectors `[B, T]`, left-padded) into a fresh cache of `cache_length` slots."""
+def prefill(graphdef, state, ids, embeds, mask, rng, cache_length: int, budget: int, prefix=None) -> SamplerState:
+  """The prompt (ids or input vectors `[B, T]`, left-padded) into a fresh cache of `cache_length` slots.
+
+  With `prefix`, a cache that already holds the prompt's first `prefix.length` slots (a prefix block prefilled
+  once for several uses), only the slots after them are run, into a copy of it."""
   model = nnx.merge(graphdef, state)
   b = mask.shape[0]
-  cache = model.init_cache(b, cache_length)
+  if prefix is None:
+    cache = model.init_cache(b, cache_length)
+  else:
+    p = prefix.length
+    cache = extend(prefix, cache_length)
+    ids, embeds, mask = (None if x is None else x[:, p:] for x in (ids, embeds, mask))
   out = model(ids, inputs_embeds=embeds, attention_mask=mask, cache=cache, return_logits=False)
   logits = model.logits(out.hidden[:, -1:])[:, 0]  # left padding: the last slot is always real
   return SamplerState(
@@ -91,10 +99,15 @@ def prefill(graphdef, state, ids, embeds, mask, rng, cache_length: int, budget: 
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "greedy"), donate_argnames=("s",))
-def decode_steps(graphdef, state, s: SamplerState, stop_ids, max_steps, temperature, top_k, top_p, greedy: bool):
-  """Up to `max_steps` decode steps; stops early when no example is active or the cache is full."""
+def decode_steps(graphdef, state, s: SamplerState, stop_ids, max_steps, temperature, top_k, top_p, greedy: bool,
+                 min_length=0):  # fmt: skip
+  """Up to `max_steps` decode steps; stops early when no example is active or the cache is full.
+
+  An example with fewer than `min_length` generated tokens cannot choose a stop id (its logits are masked, as
+  HF's `min_new_tokens` does), so with `min_length` = the budget every example decodes exactly the budget."""
   model = nnx.merge(graphdef, state)
   rows = jnp.arange(s.length.shape[0])
+  is_stop = jnp.any(jnp.arange(s.logits.shape[-1])[:, None] == stop_ids[None, :], axis=1)  # [V]
 
   def cond(carry):
     s, step = carry
@@ -104,7 +117,9 @@ def decode_steps(graphdef, state, s: SamplerState, stop_ids, max_steps, temperat
     s, step = carry
     rng, key = jax.random.split(s.rng)
     active = s.active()
-    token = jnp.where(active, choose_tokens(s.logits, key, greedy, temperature, top_k, top_p), 0)
+    held = (s.length < min_length)[:, None] & is_stop[None, :]  # [B, V] stop ids an example may not choose yet
+    logits = jnp.where(held, -jnp.inf, s.logits)
+    token = jnp.where(active, choose_tokens(logits, key, greedy, temperature, top_k, top_p), 0)
     at = jnp.where(active, s.length, s.budget)  # inactive rows write out of range: dropped
     tokens = s.tokens.at[rows, at].set(token, mode="drop")
     slot_of = s.slot_of.at[rows, at].set(s.cache.end, mode="drop")

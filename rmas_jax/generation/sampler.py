@@ -29,13 +29,17 @@ def bucket(n: int, minimum: int = MIN_BUCKET) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
-  """How the next token is chosen. `greedy` ignores the rest; top_k=0 and top_p=1 disable those filters."""
+  """How the next token is chosen. `greedy` ignores the rest; top_k=0 and top_p=1 disable those filters.
+
+  `ignore_eos`: stop ids are never chosen, so every example decodes exactly `max_new_tokens` tokens (HF's
+  `min_new_tokens = max_new_tokens`): equal work for speed comparisons. Stop strings and tools still apply."""
 
   greedy: bool = True
   temperature: float = 1.0
   top_k: int = 0
   top_p: float = 1.0
   seed: int = 0
+  ignore_eos: bool = False
 
 
 def left_pad(prompts: Sequence[Sequence[int]], length: int, pad_id: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -90,8 +94,6 @@ def generate_from_embeddings(
   return _generate(model, None, inputs_embeds, attention_mask, max_new_tokens, stop_ids, sampling)
 
 
-
-
 @dataclasses.dataclass(frozen=True)
 class Interrupt:
   """What the host does to one example between decode chunks.
@@ -133,29 +135,31 @@ class TextResult:
   finish: str = ""
 
 
-def _step_args(stop_ids: Sequence[int], sampling: SamplingConfig):
+def _step_args(stop_ids: Sequence[int], sampling: SamplingConfig, budget: int):
   return dict(
     stop_ids=jnp.asarray(np.array(list(stop_ids) or [-1], np.int32)),
     temperature=jnp.float32(sampling.temperature),
     top_k=jnp.int32(sampling.top_k),
     top_p=jnp.float32(sampling.top_p),
     greedy=sampling.greedy,
+    min_length=jnp.int32(budget if sampling.ignore_eos else 0),  # traced: switching it does not recompile
   )
 
 
-def _start(model, ids, embeds, mask, budget: int, room: int, sampling: SamplingConfig):
+def _start(model, ids, embeds, mask, budget: int, room: int, sampling: SamplingConfig, prefix=None):
   if budget < 1:
     raise ValueError(f"max_new_tokens must be >= 1, got {budget}")
   graphdef, state = nnx.split(model)
   cache_length = mask.shape[1] + bucket(budget + room)
   s = prefill(graphdef, state, ids, embeds, mask, jax.random.key(sampling.seed), cache_length=cache_length,
-              budget=budget)  # fmt: skip
+              budget=budget, prefix=prefix)  # fmt: skip
   return graphdef, state, s
 
 
 def _generate(model, ids, embeds, mask, max_new_tokens, stop_ids, sampling) -> list[list[int]]:
   graphdef, state, s = _start(model, ids, embeds, mask, max_new_tokens, 0, sampling)
-  s = decode_steps(graphdef, state, s, max_steps=jnp.int32(max_new_tokens), **_step_args(stop_ids, sampling))
+  s = decode_steps(graphdef, state, s, max_steps=jnp.int32(max_new_tokens),
+                   **_step_args(stop_ids, sampling, max_new_tokens))  # fmt: skip
   tokens, length = np.asarray(s.tokens), np.asarray(s.length)
   return [tokens[i, : length[i]].tolist() for i in range(mask.shape[0])]
 
@@ -213,6 +217,7 @@ def generate_text(
   max_insert_tokens: int = 256,
   insert_room: int = 0,
   on_text: TextCallback | None = None,
+  prefix_cache=None,
 ) -> list[TextResult]:
   """Generates text while watching it between chunks of `chunk` decode steps.
 
@@ -231,14 +236,17 @@ def generate_text(
     max_insert_tokens: an insertion is cut to this many tokens.
     insert_room: extra cache slots for insertions and forgotten tokens (a watcher's cuts waste up to `chunk`).
     on_text: called after each chunk with each example that was still writing and its text so far.
+    prefix_cache: a cache (`KVCache` or `HybridCache`) already holding the prompt's first `prefix_cache.length`
+      slots, e.g. `DecoderInput.prefix`; only the slots after them are prefilled.
 
   Returns:
     One `TextResult` per example.
   """
   if chunk < 1:
     raise ValueError(f"chunk must be >= 1, got {chunk}")
-  graphdef, state, s = _start(model, input_ids, inputs_embeds, attention_mask, max_new_tokens, insert_room, sampling)
-  step_args = _step_args(stop_ids, sampling)
+  graphdef, state, s = _start(model, input_ids, inputs_embeds, attention_mask, max_new_tokens, insert_room, sampling,
+                              prefix_cache)  # fmt: skip
+  step_args = _step_args(stop_ids, sampling, max_new_tokens)
   b = attention_mask.shape[0]
   results = [TextResult("", []) for _ in range(b)]
   seg_start = np.zeros(b, np.int64)  # where each example's open segment starts in `s.tokens`

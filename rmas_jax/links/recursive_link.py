@@ -79,6 +79,10 @@ class RecursiveLink(nnx.Module):
     design: for `paper` form, one of the Table 4 designs (default `res+2-layer`, the paper's).
     outer: an outer link (`R_out`, with its cross-space residual `W3`) rather than an inner one (`R_in`).
     rngs: parameter initialisation.
+    output_scale: a fixed factor on the output (not trained). `official` links end in a LayerNorm, so their
+      outputs have norm about sqrt(d_out) whatever the receiver's token embeddings are; `embedding_scale` gives the
+      factor that brings that to the receiver's mean token-embedding norm. Being a constant after the last
+      LayerNorm, it folds exactly into that LayerNorm's weight and bias (`folded_post_ln`) for the release's files.
   """
 
   def __init__(
@@ -90,6 +94,7 @@ class RecursiveLink(nnx.Module):
     design: Design = "res+2-layer",
     outer: bool = False,
     rngs: nnx.Rngs,
+    output_scale: float = 1.0,
   ):
     if form not in FORMS:
       raise ValueError(f"link form {form!r}: expected one of {FORMS}")
@@ -99,7 +104,10 @@ class RecursiveLink(nnx.Module):
       raise ValueError(f"an inner link maps a space to itself; got d_in={d_in}, d_out={d_out}")
     if form == "official" and design != "res+2-layer":
       raise ValueError("the official form has one design; the Table 4 designs use form='paper'")
+    if not output_scale > 0:
+      raise ValueError(f"link output_scale {output_scale!r}: expected > 0")
     self.form, self.design, self.outer = form, design, outer
+    self.output_scale = float(output_scale)
     two_layer = design.endswith("2-layer")
     hidden = 2 * d_out if (outer and form == "official") else d_out
     self.proj1 = LinkLinear(d_in, hidden if two_layer else d_out, rngs=rngs)
@@ -123,16 +131,29 @@ class RecursiveLink(nnx.Module):
     if self.residual:
       # official outer: the residual reads the un-normalised input, as the release does
       y = y + (self.residual_proj(h) if self.residual_proj is not None else h)
-    return self.post_ln(y) if self.post_ln is not None else y
+    y = self.post_ln(y) if self.post_ln is not None else y
+    return y * self.output_scale if self.output_scale != 1.0 else y
+
+  def folded_post_ln(self) -> tuple[jax.Array, jax.Array]:
+    """The final LayerNorm's `(weight, bias)` with `output_scale` folded in: the same link with a scale of 1."""
+    if self.post_ln is None:
+      raise ValueError("only official-form links end in a LayerNorm to fold the output scale into")
+    return self.post_ln.weight[...] * self.output_scale, self.post_ln.bias[...] * self.output_scale
 
 
-def inner_link(d: int, *, form: Form = "official", design: Design = "res+2-layer", rngs: nnx.Rngs) -> RecursiveLink:
+def embedding_scale(d_out: int, mean_token_norm: float) -> float:
+  """The `output_scale` that brings an `official` link's output (a LayerNorm of width `d_out`, norm about
+  sqrt(d_out) while its weight is 1 and bias 0) to the receiver's mean token-embedding norm."""
+  return float(mean_token_norm) / math.sqrt(d_out)
+
+
+def inner_link(d: int, *, form: Form = "official", design: Design = "res+2-layer", rngs: nnx.Rngs,
+               output_scale: float = 1.0) -> RecursiveLink:  # fmt: skip
   """An agent's inner link `R_in: R^d -> R^d`."""
-  return RecursiveLink(d, d, form=form, design=design, outer=False, rngs=rngs)
+  return RecursiveLink(d, d, form=form, design=design, outer=False, rngs=rngs, output_scale=output_scale)
 
 
-def outer_link(
-  d_in: int, d_out: int, *, form: Form = "official", design: Design = "res+2-layer", rngs: nnx.Rngs
-) -> RecursiveLink:
+def outer_link(d_in: int, d_out: int, *, form: Form = "official", design: Design = "res+2-layer", rngs: nnx.Rngs,
+               output_scale: float = 1.0) -> RecursiveLink:  # fmt: skip
   """An edge's outer link `R_out: R^d_in -> R^d_out`."""
-  return RecursiveLink(d_in, d_out, form=form, design=design, outer=True, rngs=rngs)
+  return RecursiveLink(d_in, d_out, form=form, design=design, outer=True, rngs=rngs, output_scale=output_scale)

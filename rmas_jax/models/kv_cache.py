@@ -70,3 +70,36 @@ def slot_mask(
   if window is not None:
     allowed &= query_pos[:, :, None] - key_pos[:, None, :] < window
   return allowed
+
+
+def extend(cache, length: int):
+  """`cache` (a `KVCache` or a Qwen3.5 `HybridCache`) with empty slots appended up to `length` slots.
+
+  What was written keeps its slots, positions and counters, so a prefix prefilled once can start any number of
+  continuations: each extends a copy (caches are values) and writes from `cache.end` on. The new slots are
+  invalid; a recurrent state (the hybrid cache's `conv`/`state`) has no slots and is kept as it is.
+  """
+  extra = length - cache.length
+  if extra < 0:
+    raise ValueError(f"cannot shrink a cache of {cache.length} slots to {length}")
+  if extra == 0:
+    return cache
+  slots = lambda x, axis: jnp.pad(x, [(0, extra if a == axis else 0) for a in range(x.ndim)])  # noqa: E731
+  return dataclasses.replace(
+    cache,
+    k=constrain(slots(cache.k, 3), CACHE_KV),  # [L, B, K, S, hd]
+    v=constrain(slots(cache.v, 3), CACHE_KV),
+    valid=constrain(slots(cache.valid, 1), CACHE_SLOTS),  # padded with False: never attended
+    pos=constrain(slots(cache.pos, 1), CACHE_SLOTS),
+  )
+
+
+# The batch axis of each cache field (`end` is shared by the batch and has none).
+_ROW_AXIS = dict(k=1, v=1, conv=1, state=1, valid=0, pos=0, next_pos=0)
+
+
+def repeat_rows(cache, repeats: int):
+  """Each example's row `repeats` times, next to each other (`jnp.repeat` on the batch axis of every field), for
+  several samples drawn from one prefilled prompt."""
+  fields = {f.name: getattr(cache, f.name) for f in dataclasses.fields(cache) if f.name in _ROW_AXIS}
+  return dataclasses.replace(cache, **{n: jnp.repeat(x, repeats, axis=_ROW_AXIS[n]) for n, x in fields.items()})

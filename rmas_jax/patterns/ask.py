@@ -16,32 +16,34 @@ from flax import nnx
 
 from rmas_jax.accounting import Stages, peak_memory
 from rmas_jax.generation.sampler import Interrupt, SamplingConfig, TextCallback, Watcher, bucket, generate_text
+from rmas_jax.models.kv_cache import repeat_rows
 from rmas_jax.patterns.system import System, run_rounds, slot_order
 from rmas_jax.patterns.traced import run_rounds_traced
 from rmas_jax.prompts import roles
-from rmas_jax.prompts.slots import PromptLayout, SegmentedPrompt, layout, render_chat, segment
+from rmas_jax.prompts.records import PromptRecord, prompt_record
+from rmas_jax.prompts.slots import PromptLayout, SegmentedPrompt, render_chat, role_layouts, segment
 from rmas_jax.tools.calls import ToolBox, find_call
 from rmas_jax.weights.tokenizer import stop_token_ids
 
-# style -> role -> (question, round, rounds, task) -> RolePrompt
-PromptBook = Mapping[str, Callable[[str, int, int, str], roles.RolePrompt]]
+# style -> role -> (record, round, rounds, task) -> RolePrompt; the built-in prompts read only the record's question
+PromptBook = Mapping[str, Callable[[PromptRecord, int, int, str], roles.RolePrompt]]
 PROMPTS: dict[str, PromptBook] = {
   "sequential": {
-    "planner": lambda q, r, n, task: roles.planner(q, r, n),
-    "critic": lambda q, r, n, task: roles.critic(q),
-    "solver": lambda q, r, n, task: roles.solver(q, task),
+    "planner": lambda q, r, n, task: roles.planner(q.question, r, n),
+    "critic": lambda q, r, n, task: roles.critic(q.question),
+    "solver": lambda q, r, n, task: roles.solver(q.question, task),
   },
   "mixture": {
-    **{f"{d}_expert": (lambda q, r, n, task, d=d: roles.expert(d, q, r, n)) for d in roles.EXPERT_DOMAINS},
-    "summarizer": lambda q, r, n, task: roles.summarizer(q, task),
+    **{f"{d}_expert": (lambda q, r, n, task, d=d: roles.expert(d, q.question, r, n)) for d in roles.EXPERT_DOMAINS},
+    "summarizer": lambda q, r, n, task: roles.summarizer(q.question, task),
   },
   "distillation": {
-    "expert": lambda q, r, n, task: roles.distill_expert(q, r, n),
-    "learner": lambda q, r, n, task: roles.learner(q, task),
+    "expert": lambda q, r, n, task: roles.distill_expert(q.question, r, n),
+    "learner": lambda q, r, n, task: roles.learner(q.question, task),
   },
   "deliberation": {
-    "reflector": lambda q, r, n, task: roles.reflector(q, r, n),
-    "tool_caller": lambda q, r, n, task: roles.tool_caller(q, task),
+    "reflector": lambda q, r, n, task: roles.reflector(q.question, r, n),
+    "tool_caller": lambda q, r, n, task: roles.tool_caller(q.question, task),
   },
 }
 
@@ -77,23 +79,26 @@ class AskResult:
   trace: list | None = None
 
 
-def segmented_prompts(system: System, tokenizers: Mapping[str, object], questions: Sequence[str], *, rounds: int,
+def segmented_prompts(system: System, tokenizers: Mapping[str, object], questions: Sequence, *, rounds: int,
                       task: str, book: PromptBook | None = None) -> list[dict[str, list[SegmentedPrompt]]]:  # fmt: skip
   """`[round][role]` -> one segmented prompt per question, checked against the pattern's slots.
 
-  `book` defaults to the written prompts of a built-in pattern."""
+  `questions` are question strings, field mappings, `Example`s or `PromptRecord`s (`rmas_jax.prompts.records`):
+  a declared prompt may name any field of its record. `book` defaults to the written prompts of a built-in
+  pattern."""
   pattern = system.pattern
   book = book or PROMPTS.get(pattern.name)
   if book is None:
     raise ValueError(f"pattern {pattern.name!r} has no written prompts ({sorted(PROMPTS)} do); declare "
                      "config.prompts for it")  # fmt: skip
+  records = [prompt_record(q) for q in questions]
   out = []
   for r in range(1, rounds + 1):
     per_role = {}
     for role in pattern.roles:
       expected = sorted(slot_order(pattern, role, r == 1))
       segs = []
-      for q in questions:
+      for q in records:
         p = book[role](q, r, rounds, task)
         seg = segment(tokenizers[role], render_chat(tokenizers[role], p.system, p.user))
         if sorted(seg.slots) != expected:
@@ -104,16 +109,19 @@ def segmented_prompts(system: System, tokenizers: Mapping[str, object], question
   return out
 
 
-def layouts_by_round(system: System, prompts, steps: int, min_length: int = 16) -> list[dict[str, PromptLayout]]:
+def layouts_by_round(system: System, prompts, steps: int, min_length: int = 16, *,
+                     prefix_reuse: bool = True) -> list[dict[str, PromptLayout]]:  # fmt: skip
   """Layouts per round and role; a role keeps one length across rounds so the middle rounds stack. Lengths are
-  powers of two of at least `min_length` (training fixes it so batches share one compiled step)."""
-  pattern = system.pattern
-  length = {role: bucket(max(p.length(steps) for rp in prompts for p in rp[role]), min_length)
-            for role in pattern.roles}  # fmt: skip
-  return [
-    {role: layout(rp[role], slot_order(pattern, role, r == 0), steps, length[role]) for role in pattern.roles}
-    for r, rp in enumerate(prompts)
-  ]
+  powers of two of at least `min_length` (training fixes it so batches share one compiled step). With
+  `prefix_reuse`, a role's opening shared across rounds gets a prefix block, prefilled once (`role_layouts`)."""
+  pattern, last = system.pattern, len(prompts) - 1
+  by_role = {
+    role: role_layouts([rp[role] for rp in prompts], [slot_order(pattern, role, r == 0) for r in range(last + 1)],
+                       steps, uses=[pattern.thinks(role, r == last) or (r == last and role == pattern.decoder)
+                                    for r in range(last + 1)], min_length=min_length, prefix_reuse=prefix_reuse)
+    for role in pattern.roles
+  }  # fmt: skip
+  return [{role: by_role[role][r] for role in pattern.roles} for r in range(last + 1)]
 
 
 @functools.lru_cache(maxsize=8)
@@ -161,13 +169,14 @@ def ask(
   trace: bool = False,
   on_text: TextCallback | None = None,
   on_turn: Callable[[dict], None] | None = None,
+  prefix_reuse: bool = True,
 ) -> AskResult:
   """Answers a batch of questions with the system.
 
   Args:
     system: agents, links and pattern.
     tokenizers: each role's tokenizer (with a chat template).
-    questions: the batch.
+    questions: the batch: question strings, or records whose fields declared prompts may name (`prompt_record`).
     rounds: recursion rounds R (>= 1).
     steps: latent steps m per thinking agent (>= 1).
     max_new_tokens: the decoder's budget per sample (shared across a tool loop's continuations).
@@ -183,6 +192,8 @@ def ask(
       `timeline` and the result keeps each turn's latents. Off, the rounds run as one compiled program.
     on_text: streams the decoder's text: called after each decode chunk with (row, text so far).
     on_turn: called with each timeline entry as it is done (implies `trace`).
+    prefix_reuse: prefill each role's opening shared across rounds once per question and start every round (and
+      the decoder's text) from its cache (`config.inference.prefix_reuse`); False prefills every prompt whole.
   """
   if rounds < 1 or steps < 1 or num_samples < 1:
     raise ValueError(f"rounds, latent steps and samples must be >= 1, got {rounds}, {steps}, {num_samples}")
@@ -192,7 +203,7 @@ def ask(
   stages = Stages()
   with stages.stage("prompts"):
     prompt_sets = segmented_prompts(system, tokenizers, questions, rounds=rounds, task=task, book=prompts)
-    lays = layouts_by_round(system, prompt_sets, steps)
+    lays = layouts_by_round(system, prompt_sets, steps, prefix_reuse=prefix_reuse)
     middle = jax.tree.map(lambda *x: jnp.stack(x), *lays[1:-1]) if rounds > 2 else None
 
   turns = None
@@ -206,9 +217,10 @@ def ask(
 
   decoder_role = system.pattern.decoder
   decoder, tok = system.agents[decoder_role].backbone, tokenizers[decoder_role]
-  embeds, mask = decoder_input.embeds, decoder_input.mask
+  embeds, mask, prefix = decoder_input.embeds, decoder_input.mask, decoder_input.prefix
   if num_samples > 1:  # every question's row k times, next to each other
     embeds, mask = jnp.repeat(embeds, num_samples, axis=0), jnp.repeat(mask, num_samples, axis=0)
+    prefix = None if prefix is None else repeat_rows(prefix, num_samples)
   rows = mask.shape[0]
   boxes = [ToolBox(tools.tools, max_calls=tools.max_calls) for _ in range(rows)] if tools else None
   compile_before_decode = stages.compile_s
@@ -227,6 +239,7 @@ def ask(
       max_insert_tokens=max_tool_tokens,
       insert_room=(tools.max_calls + 1) * (bucket(max_tool_tokens, minimum=8) + chunk) if tools else 0,
       on_text=on_text,
+      prefix_cache=prefix,
     )
 
   answers = []
@@ -234,7 +247,7 @@ def ask(
     group = results[q_index * num_samples : (q_index + 1) * num_samples]
     answers.append(
       Answer(
-        question=question,
+        question=prompt_record(question).question,
         text=group[0].text,
         samples=[r.text for r in group],
         decoded_tokens=[len(r.ids) for r in group],
@@ -250,6 +263,9 @@ def ask(
     "num_samples": num_samples,
     "latent_steps": thinking,
     "latent_steps_total": sum(sum(v.values()) for v in thinking.values()),
+    # role -> slots of its prefix block (prefilled once for all the rounds that start from it) and of each layout
+    "prefix_blocks": {role: {"prefix": lays[-1][role].prefix, "length": int(lays[-1][role].mask.shape[1])}
+                      for role in system.pattern.roles if lays[-1][role].prefix},  # fmt: skip
     "decoded_tokens": {f"round {rounds}": {decoder_role: sum(len(r.ids) for r in results)}},
     "tool_calls": sum(r.interrupts for r in results),
     "tool_result_tokens": sum(r.inserted_tokens for r in results),

@@ -7,6 +7,7 @@ import dataclasses
 from typing import Any
 
 from rmas_jax.generation.sampler import SamplingConfig
+from rmas_jax.interop.role_repos import adopt_role_repo_links
 from rmas_jax.patterns.ask import PromptBook
 from rmas_jax.patterns.declared import pattern_from_dict, template_book
 from rmas_jax.patterns.graph import PATTERNS, Pattern
@@ -24,6 +25,7 @@ class LoadedSystem:
   tokenizers: dict[str, Any]
   prompts: PromptBook | None  # None: the pattern's written prompts
   models: dict[str, str]  # role -> model spec
+  inner_links: dict[str, str] = dataclasses.field(default_factory=dict)  # role -> file, for role repositories
 
 
 def pattern_of(config) -> Pattern:
@@ -44,7 +46,8 @@ def prompts_of(config, pattern: Pattern) -> PromptBook | None:
 
 def sampling_of(config) -> SamplingConfig:
   g = config.generation
-  return SamplingConfig(greedy=g.greedy, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=config.seed)
+  return SamplingConfig(greedy=g.greedy, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p, seed=config.seed,
+                        ignore_eos=bool(g.get("ignore_eos", False)))  # fmt: skip
 
 
 def toolbox_of(config) -> ToolBox | None:
@@ -57,7 +60,8 @@ def toolbox_of(config) -> ToolBox | None:
 
 
 def load_system(config, *, progress: bool = True, scan_layers: bool | None = None) -> LoadedSystem:
-  """Loads the config's agents (roles naming one model share its weights) and builds the system with fresh links.
+  """Loads the config's agents (roles naming one model share its weights) and builds the system with fresh links
+  (an agent's inner link comes from its model directory when that is a release role repository).
 
   `scan_layers` picks the backbones' layer layout (None: the platform default). Called under
   `rmas_jax.sharding.use_mesh(mesh)`, every weight is loaded onto its shards of `mesh`."""
@@ -74,8 +78,12 @@ def load_system(config, *, progress: bool = True, scan_layers: bool | None = Non
   backbones = {role: loaded[spec].model for role, spec in models.items()}
   links = config.get("links") or {}
   system = build_system(pattern, backbones, form=links.get("form", "official"),
-                        design=links.get("design", "res+2-layer"), seed=config.seed)  # fmt: skip
+                        design=links.get("design", "res+2-layer"), seed=config.seed,
+                        scale_to_embeddings=bool(links.get("scale_to_embeddings", False)))  # fmt: skip
+  # A release role repository (its model plus adapter(task).pt) brings the agent's inner link along.
+  inner_links = adopt_role_repo_links(system, config, {role: loaded[spec].source for role, spec in models.items()})
   mesh = current_mesh()
   if mesh is not None:  # loaded under `rmas_jax.sharding.use_mesh`: backbones are sharded; lay the links out too
     place_links(system, mesh)
-  return LoadedSystem(system, {role: loaded[spec].tokenizer for role, spec in models.items()}, prompts, models)
+  return LoadedSystem(system, {role: loaded[spec].tokenizer for role, spec in models.items()}, prompts, models,
+                      inner_links)  # fmt: skip

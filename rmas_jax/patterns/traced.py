@@ -5,6 +5,8 @@ and its latent thoughts and what it sends are kept.
 say how long each agent took, and it keeps no per-step latents. This path computes the same numbers (tested
 against `run_rounds`) one `(round, role)` turn at a time, so `ask(..., trace=True)` can report a timeline per
 round and agent and the inspector can read every latent step. It is opt-in: `ask` without it never comes here.
+A role's prefix block (`PromptLayout.prefix`) is prefilled once, in the first turn that reads it (its time is that
+turn's), and later turns start from its cache, as in `run_rounds`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from rmas_jax.accounting import compile_seconds
-from rmas_jax.patterns.system import DecoderInput, System, _think, link_key
+from rmas_jax.models.kv_cache import KVCache
+from rmas_jax.patterns.system import DecoderInput, System, _think, link_key, prefill_prefix
 from rmas_jax.prompts.slots import PromptLayout, assemble_embeddings
 
 
@@ -60,18 +63,24 @@ class Turn:
 @functools.lru_cache(maxsize=64)
 def _turn_fn(graphdef, role: str, steps: int, writes: bool, drop_feedback: bool):
   # One compiled program per (system structure, role, steps, what the turn does), reused across rounds.
-  def turn(state, lay: PromptLayout, received: tuple[jax.Array, ...]):
+  def turn(state, lay: PromptLayout, received: tuple[jax.Array, ...], prefix: KVCache | None):
     system = nnx.merge(graphdef, state)
     agent = system.agents[role]
     latents = jnp.stack(received) if received else None  # [S, B, m, D], as `think_round` stacks them
-    embeds = assemble_embeddings(agent.backbone.embed(lay.ids), lay, latents)
     if writes:
-      return DecoderInput(embeds, lay.mask)
-    thoughts = _think(agent, embeds, lay.mask, steps, False)
+      return DecoderInput(assemble_embeddings(agent.backbone.embed(lay.ids), lay, latents), lay.mask, prefix)
+    run = lay.rest()  # after the prefix block, whose cache is `prefix` (everything when there is none)
+    embeds = assemble_embeddings(agent.backbone.embed(run.ids), run, latents)
+    thoughts = _think(agent, embeds, run.mask, steps, False, prefix)
     edges = [e for e in system.pattern.outgoing(role) if not (e.feedback and drop_feedback)]
     return thoughts, {e.link_name: system.outer[link_key(e.src, e.dst)](thoughts) for e in edges}
 
   return jax.jit(turn)
+
+
+@functools.lru_cache(maxsize=64)
+def _prefix_fn(graphdef, role: str):
+  return jax.jit(lambda state, lay: prefill_prefix(nnx.merge(graphdef, state).agents[role].backbone, lay))
 
 
 def _width(system: System, role: str) -> int:
@@ -101,6 +110,15 @@ def run_rounds_traced(
   rounds = len(layouts)
   turns: list[Turn] = []
   feedback: dict[str, jax.Array] = {}
+  prefixes: dict[str, KVCache] = {}  # role -> its prefix block's cache, once a turn has read it
+
+  def prefix_of(role: str, lay: PromptLayout) -> KVCache | None:
+    if not lay.prefix:
+      return None
+    if role not in prefixes or prefixes[role].length != lay.prefix:
+      prefixes[role] = _prefix_fn(graphdef, role)(state, lay)
+    return prefixes[role]
+
   decoder_input = None
   for r, lays in enumerate(layouts, start=1):
     final, sent, new_feedback = r == rounds, {}, {}
@@ -119,10 +137,10 @@ def run_rounds_traced(
       drop_feedback = final and any(e.feedback for e in pattern.outgoing(role))
       fn = _turn_fn(graphdef, role, steps, writes, drop_feedback)
       if writes:
-        decoder_input = fn(state, lay, received)
+        decoder_input = fn(state, lay, received, prefix_of(role, lay))
         continue
       compile_start, start = compile_seconds(), time.perf_counter()
-      thoughts, out = jax.block_until_ready(fn(state, lay, received))
+      thoughts, out = jax.block_until_ready(fn(state, lay, received, prefix_of(role, lay)))
       turn = Turn(r, role, thoughts, out, time.perf_counter() - start, compile_seconds() - compile_start)
       turns.append(turn)
       for e in pattern.outgoing(role):

@@ -21,6 +21,7 @@ FINAL_INSTRUCTIONS = {
   "\\boxed{B}.",
   "code": "Write the solution as one complete Python code block (```python ... ```).",
   "reasoning": "Answer the question in a short sentence.",
+  "exact": "Reply with the answer alone, exactly as it was given, and nothing else.",
 }
 
 

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from rmas_jax.serve.engine import BadRequest, Engine
+from rmas_jax.serve.engine import BadRequest, Engine, Limits
 
 STATIC = os.path.join(os.path.dirname(__file__), "static")
 _FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascript"),
@@ -30,6 +30,8 @@ _FILES = {"/": ("index.html", "text/html"), "/app.js": ("app.js", "text/javascri
 # Everything the page needs comes from this server: a CDN could not be reached, and should not be trusted.
 _HEADERS = {"Content-Security-Policy": "default-src 'self'", "X-Content-Type-Options": "nosniff"}
 KEEPALIVE_S = 15.0
+# A request is a question of at most `Limits.question_chars` and a few numbers; anything much larger is not one.
+MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(engine: Engine) -> Starlette:
@@ -43,9 +45,18 @@ def create_app(engine: Engine) -> Starlette:
     return JSONResponse(engine.status())
 
   async def ask(request: Request) -> Response:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+      return JSONResponse({"error": f"the request body is over {MAX_BODY_BYTES} bytes"}, status_code=413)
+    raw = b""
+    async for chunk in request.stream():  # a body without a length is cut off at the same bound
+      raw += chunk
+      if len(raw) > MAX_BODY_BYTES:
+        return JSONResponse({"error": f"the request body is over {MAX_BODY_BYTES} bytes"}, status_code=413)
     try:
-      body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+      body = json.loads(raw)
+    # RecursionError: JSON nested a few thousand levels deep; ValueError covers JSONDecodeError.
+    except (ValueError, UnicodeDecodeError, RecursionError):
       return JSONResponse({"error": "the request body is not JSON"}, status_code=400)
     try:
       job = engine.submit(body)
@@ -105,13 +116,14 @@ def _is_loopback(host: str) -> bool:
     return False
 
 
-def serve(spec: str, *, host: str = "127.0.0.1", port: int = 8000) -> None:
-  """Loads `spec`'s system and serves the app until interrupted."""
+def serve(spec: str, *, host: str = "127.0.0.1", port: int = 8000, workdir: str | None = None,
+          checkpoint: str = "latest", max_prompt_tokens: int = 0) -> None:  # fmt: skip
+  """Loads `spec`'s system (with `workdir`'s trained links, when given) and serves the app until interrupted."""
   import uvicorn
 
   if not _is_loopback(host):
     print(f"serve: warning: listening on {host}; anyone who can reach it can run the models", file=sys.stderr)
-  engine = Engine(spec)
+  engine = Engine(spec, Limits(prompt_tokens=max_prompt_tokens), workdir=workdir, checkpoint=checkpoint)
   engine.start()
   # Open event streams last as long as their request; on Ctrl-C they are cut after a few seconds, not waited for.
   config = uvicorn.Config(create_app(engine), host=host, port=port, log_level="warning", access_log=False,

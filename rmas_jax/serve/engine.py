@@ -12,6 +12,7 @@ import dataclasses
 import gc
 import importlib.util
 import itertools
+import math
 import os
 import sys
 import threading
@@ -20,6 +21,7 @@ import traceback
 from typing import Any
 
 from rmas_jax.patterns.graph import PATTERNS
+from rmas_jax.prompt_limits import PromptTooLongError, check_question_fits
 
 
 class BadRequest(ValueError):
@@ -41,6 +43,7 @@ class Limits:
   inspect_k: tuple[int, int] = (1, 20)
   question_chars: int = 4000
   queue: int = 16
+  prompt_tokens: int = 0  # a longest prompt, latent slots included (0: only the agents' contexts bound it)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,22 +125,35 @@ def discover_styles(spec: str) -> dict[str, Style]:
   return styles
 
 
+def _shown(value: Any) -> str:
+  """`repr(value)` cut to a readable length: request values can be megabytes of nested JSON."""
+  text = repr(value)
+  return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _number(body: dict, key: str, default, kind, lo=None, hi=None):
+  """`body[key]` as a bool, int or finite float within [lo, hi]; `default` when absent. Any other value (a list, a
+  dict, a bool for a number, 1e999, NaN, 10**400, a string that is not a number) is a `BadRequest`."""
   value = body.get(key)
   if value is None or value == "":
     return default
   if kind is bool:
     if not isinstance(value, bool):
-      raise BadRequest(f"{key}: expected true or false, got {value!r}")
+      raise BadRequest(f"{key}: expected true or false, got {_shown(value)}")
     return value
+  if isinstance(value, bool) or not isinstance(value, int | float | str):
+    raise BadRequest(f"{key}: expected a number, got {_shown(value)}")
   try:
-    number = kind(value)
-  except (TypeError, ValueError):
-    raise BadRequest(f"{key}: expected a number, got {value!r}") from None
-  if kind is int and number != float(value):
-    raise BadRequest(f"{key}: expected a whole number, got {value!r}")
+    real = float(value)
+    number = kind(real) if kind is int else real
+  except (TypeError, ValueError, OverflowError):  # "abc", 1e999 and NaN as an int, 10**400
+    raise BadRequest(f"{key}: expected a finite number, got {_shown(value)}") from None
+  if not math.isfinite(real):
+    raise BadRequest(f"{key}: expected a finite number, got {_shown(value)}")
+  if kind is int and number != real:
+    raise BadRequest(f"{key}: expected a whole number, got {_shown(value)}")
   if (lo is not None and number < lo) or (hi is not None and number > hi):
-    raise BadRequest(f"{key} must be between {lo} and {hi}, got {value}")
+    raise BadRequest(f"{key} must be between {lo} and {hi}, got {_shown(value)}")
   return number
 
 
@@ -151,13 +167,15 @@ def parse_request(body: Any, styles: dict[str, Style], limits: Limits) -> AskReq
   if len(question) > limits.question_chars:
     raise BadRequest(f"the question is {len(question)} characters long; the limit is {limits.question_chars}")
   style = body.get("style") or next(iter(styles))
-  if style not in styles:
-    raise BadRequest(f"unknown style {style!r}; expected one of {', '.join(styles)}")
+  if not isinstance(style, str) or style not in styles:
+    raise BadRequest(f"unknown style {_shown(style)}; expected one of {', '.join(styles)}")
   d = styles[style].describe()["defaults"]
   greedy = _number(body, "greedy", d["greedy"], bool)
   temperature = _number(body, "temperature", d["temperature"], float)
   if not greedy and not 0 < temperature <= 10:  # noqa: PLR2004
     raise BadRequest(f"temperature must be in (0, 10] when sampling, got {temperature}")
+  if temperature < 0:
+    raise BadRequest(f"temperature must be >= 0, got {temperature}")
   top_p = _number(body, "top_p", d["top_p"], float)
   if not 0 < top_p <= 1:
     raise BadRequest(f"top_p must be in (0, 1], got {top_p}")
@@ -215,6 +233,7 @@ class _Loaded:
   style: str
   loaded: Any  # patterns.from_config.LoadedSystem
   inspector: Any  # inspector.Inspector
+  links: str = ""  # which links: "trained links: step N (latest) of DIR/checkpoints ..." or "fresh links (seed S)"
 
 
 class Engine:
@@ -223,10 +242,15 @@ class Engine:
   Args:
     spec: the served config (`configs/<style>.py[:preset]`).
     limits: request limits.
+    workdir: a training run of `spec`'s config whose links the served style answers with; the other styles on
+      offer have other link designs and keep fresh links.
+    checkpoint: which of `workdir`'s checkpoints, "latest" or "best".
   """
 
-  def __init__(self, spec: str, limits: Limits | None = None):
+  def __init__(self, spec: str, limits: Limits | None = None, *, workdir: str | None = None,
+               checkpoint: str = "latest"):  # fmt: skip
     self.limits = limits or Limits()
+    self.workdir, self.checkpoint = workdir, checkpoint
     self.styles = discover_styles(spec)
     self.initial = next(iter(self.styles))
     self.state = f"loading {self.initial}"
@@ -248,6 +272,7 @@ class Engine:
       return {
         "state": self.state,
         "style": self.current.style if self.current else None,
+        "links": self.current.links if self.current else None,
         "queue": len(self.pending) + (self.running is not None),
         "styles": [s.describe() for s in self.styles.values()],
         "limits": dataclasses.asdict(self.limits),
@@ -255,7 +280,12 @@ class Engine:
 
   def submit(self, body: Any) -> Job:
     """Validates and queues a request; raises `BadRequest`."""
-    request = parse_request(body, self.styles, self.limits)
+    try:
+      request = parse_request(body, self.styles, self.limits)
+    except BadRequest:
+      raise
+    except Exception as e:  # whatever a body holds, it is the request's fault: a 400, never a 500
+      raise BadRequest(f"the request could not be read ({type(e).__name__})") from None
     with self._cv:
       if len(self.pending) >= self.limits.queue:
         raise BadRequest(f"the queue is full ({self.limits.queue} waiting); try again later", status=429)
@@ -280,6 +310,8 @@ class Engine:
     enable_compilation_cache()
     try:
       self._load(self.initial)
+    except ValueError as e:  # a bad --workdir or checkpoint: its one line says it all
+      self._set_state(f"error: could not load {self.initial}: {e}")
     except Exception as e:  # keep serving: a later request may load another style
       traceback.print_exc()
       self._set_state(f"error: could not load {self.initial}: {e}")
@@ -293,6 +325,8 @@ class Engine:
           waiting.emit({"type": "queued", "ahead": i + 1})
       try:
         self._answer(job)
+      except PromptTooLongError as e:  # the request's fault, said in one line; nothing was allocated for it
+        job.emit({"type": "error", "message": str(e)})
       except Exception as e:
         traceback.print_exc()
         job.emit({"type": "error", "message": f"{type(e).__name__}: {e}"})
@@ -323,8 +357,16 @@ class Engine:
       gc.collect()
     self._set_state(f"loading {style}")
     start = time.perf_counter()
-    loaded = load_system(self.styles[style].config, progress=False)
-    self.current = _Loaded(style, loaded, Inspector(loaded.system, loaded.tokenizers, loaded.models))
+    config = self.styles[style].config
+    loaded = load_system(config, progress=False)
+    if self.workdir and style == self.initial:
+      from rmas_jax.trained_links import load_trained_links
+
+      links = load_trained_links(config, loaded.system, self.workdir, self.checkpoint)
+    else:
+      links = f"fresh links (seed {config.seed})"
+    self.current = _Loaded(style, loaded, Inspector(loaded.system, loaded.tokenizers, loaded.models), links)
+    print(f"serve: {style}: {links}", file=sys.stderr, flush=True)
     self._set_state("ready")
     print(f"serve: {style} loaded in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
@@ -342,14 +384,17 @@ class Engine:
         self._set_state(f"error: could not load {req.style}: {e}")
         raise
     cur, config = self.current, self.styles[req.style].config
-    job.emit({"type": "started", "style": req.style, "models": cur.loaded.models})
+    check_question_fits(cur.loaded, req.question, rounds=req.rounds, steps=req.latent_steps, task=config.task,
+                        max_new_tokens=req.max_new_tokens, max_prompt_tokens=self.limits.prompt_tokens)
+    job.emit({"type": "started", "style": req.style, "models": cur.loaded.models, "links": cur.links})
     sampling = SamplingConfig(greedy=req.greedy, temperature=req.temperature, top_k=req.top_k, top_p=req.top_p,
                               seed=req.seed)  # fmt: skip
     result = ask(cur.loaded.system, cur.loaded.tokenizers, [req.question], rounds=req.rounds,
                  steps=req.latent_steps, max_new_tokens=req.max_new_tokens, task=config.task, sampling=sampling,
                  prompts=cur.loaded.prompts, stop_strings=tuple(config.inference.stop_strings),
                  tools=toolbox_of(config), chunk=config.inference.chunk, max_tool_tokens=config.tools.result_tokens,
-                 trace=True, on_text=lambda _, text: job.emit({"type": "text", "text": text}),
+                 prefix_reuse=config.inference.get("prefix_reuse", True), trace=True,
+                 on_text=lambda _, text: job.emit({"type": "text", "text": text}),
                  on_turn=lambda entry: job.emit({"type": "turn", **entry}))  # fmt: skip
     job.emit({"type": "inspecting"})
     start = time.perf_counter()

@@ -1,8 +1,12 @@
 """Child-side half of the Python sandbox: confine this process, then run the model's code.
 
 `sandbox.run_python` starts this file as a script (`python -I -B -X utf8 sandbox_child.py CONFIG_JSON`) inside a
-fresh temporary directory, optionally under `unshare --user --map-root-user --net`. Everything here runs before
-any model-written code and uses only the standard library, because the script runs in isolated mode.
+fresh temporary directory, optionally under `unshare --user --map-root-user --net [--mount]`. Everything here runs
+before any model-written code and uses only the standard library, because the script runs in isolated mode.
+
+In order: a tmpfs of fixed size over the work directory (in the private mount namespace, so it bounds the bytes the
+program can write in all), the PID namespace, Landlock (writes only under the work directory; reads only under the
+paths the parent lists, Python's own files, and the work directory), then the resource limits.
 
 The confinement is done here rather than in a `preexec_fn`: CPython documents `preexec_fn` as unsafe when the
 parent has threads, and the parent is usually a JAX process with many.
@@ -29,8 +33,14 @@ _SYS_LANDLOCK_CREATE_RULESET = 444
 _SYS_LANDLOCK_ADD_RULE = 445
 _SYS_LANDLOCK_RESTRICT_SELF = 446
 _LANDLOCK_RULE_PATH_BENEATH = 1
+_FS_EXECUTE = 1 << 0
 _FS_WRITE_FILE = 1 << 1
+_FS_READ_FILE = 1 << 2
+_FS_READ_DIR = 1 << 3
 _FS_TRUNCATE = 1 << 14
+_MS_NOSUID, _MS_NODEV = 2, 4
+# Empty files cost memory in a tmpfs too; this many is plenty for a program's scratch files.
+_TMPFS_INODES = 10_000
 _SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
 _SCOPE_SIGNAL = 1 << 1
 
@@ -116,13 +126,31 @@ def _cap_pid_namespace(pid_max: int) -> None:
     _fail("setting the PID namespace's pid_max")
 
 
-def _landlock_write_only_under(work_dir: str, abi: int) -> None:
-  """Denies creating, writing, truncating, renaming or deleting files anywhere except under `work_dir`."""
+def _mount_tmpfs(work_dir: str, size_bytes: int, source: str) -> None:
+  """Puts a tmpfs of `size_bytes` over `work_dir` (this process's private mount namespace) holding `main.py`.
+
+  A write past the size fails with ENOSPC, whichever process of the program makes it, so the bytes written under
+  the work directory are bounded in total and not only per file. The directory the parent made stays beneath it.
+  """
+  options = f"size={size_bytes},nr_inodes={_TMPFS_INODES},mode=0700".encode()
+  flags = ctypes.c_ulong(_MS_NOSUID | _MS_NODEV)
+  if _libc.mount(b"tmpfs", work_dir.encode(), b"tmpfs", flags, options) != 0:
+    _fail(f"mounting a tmpfs on {work_dir}")
+  os.chdir(work_dir)  # the old cwd is the directory underneath the mount
+  with open("main.py", "w", encoding="utf-8", errors="replace") as f:
+    f.write(source)
+
+
+def _landlock_confine(work_dir: str, abi: int, read_paths: list[str]) -> None:
+  """Denies creating, writing, truncating, renaming or deleting files anywhere except under `work_dir`, and, when
+  `read_paths` is given, reading or executing anything except under `work_dir` and those paths."""
   handled = _FS_WRITE_FILE | sum(1 << bit for bit in range(4, 13))  # REMOVE_DIR .. MAKE_SYM
   if abi >= 2:
     handled |= 1 << 13  # REFER
   if abi >= 3:
     handled |= _FS_TRUNCATE
+  read = _FS_EXECUTE | _FS_READ_FILE | _FS_READ_DIR if read_paths else 0
+  handled |= read
   scoped = _SCOPE_ABSTRACT_UNIX_SOCKET | _SCOPE_SIGNAL if abi >= 6 else 0
   attr = _RulesetAttr(handled, 0, scoped)
   attr_size = 24 if abi >= 6 else 16 if abi >= 4 else 8
@@ -132,8 +160,15 @@ def _landlock_write_only_under(work_dir: str, abi: int) -> None:
   if ruleset < 0:
     _fail("landlock_create_ruleset")
   # /dev/null stays writable because code commonly opens it to discard output.
-  for path, access in ((work_dir, handled), ("/dev/null", handled & (_FS_WRITE_FILE | _FS_TRUNCATE))):
-    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+  rules = [(work_dir, handled), ("/dev/null", handled & (_FS_WRITE_FILE | _FS_TRUNCATE | _FS_READ_FILE))]
+  rules += [(path, read) for path in read_paths]
+  for path, access in rules:
+    try:
+      fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+      continue  # a listed path that this machine lacks: nothing to allow
+    if not os.path.isdir(path):
+      access &= _FS_EXECUTE | _FS_WRITE_FILE | _FS_READ_FILE | _FS_TRUNCATE  # the rights a file can carry
     rule = _PathBeneathAttr(access, fd)
     rc = _libc.syscall(
       ctypes.c_long(_SYS_LANDLOCK_ADD_RULE),
@@ -172,10 +207,14 @@ def _print_model_traceback(exc: BaseException) -> None:
 
 def main() -> None:
   cfg = json.loads(sys.argv[1])
+  with open("main.py", encoding="utf-8") as f:  # read now: the tmpfs hides the file the parent wrote
+    source = f.read()
+  if cfg.get("tmpfs_bytes"):
+    _mount_tmpfs(cfg["work_dir"], cfg["tmpfs_bytes"], source)  # before Landlock, which forbids mounting
   if cfg["pid_namespace"]:
     _enter_pid_namespace(cfg["pid_max"])
   if cfg["landlock_abi"]:
-    _landlock_write_only_under(cfg["work_dir"], cfg["landlock_abi"])
+    _landlock_confine(cfg["work_dir"], cfg["landlock_abi"], cfg.get("read_paths") or [])
   cpu_s = cfg["cpu_s"]
   _set_limit(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)
   _set_limit(resource.RLIMIT_AS, cfg["address_space_bytes"])
@@ -190,8 +229,6 @@ def main() -> None:
   sys.argv = ["main.py"]
   try:
     exec(compile(cfg["prelude"], "<prelude>", "exec"), module.__dict__)
-    with open("main.py", encoding="utf-8") as f:
-      source = f.read()
     exec(compile(source, "main.py", "exec"), module.__dict__)
   except SystemExit:
     raise

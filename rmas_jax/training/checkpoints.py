@@ -8,7 +8,18 @@ One checkpoint is the step directory `<directory>/<step>/` holding three orbax i
 * `links`: the link variables as a pure dict of arrays (`StandardSave`);
 * `opt_state`: the optax state pytree (`StandardSave`);
 * `meta`: JSON with the caller's `meta` (e.g. `data_position`, `config`), plus `step`, `wall_time`, `versions`,
-  `fingerprint` and `structure` (path, shape and dtype of every saved leaf, checked against restore templates).
+  `fingerprint`, `structure` (path, shape and dtype of every saved leaf, checked against restore templates) and
+  `hashes` (the SHA-256 of every saved leaf's bytes).
+
+Verification: `restore` reads a step, recomputes each leaf's hash, compares it with the one written beside it and
+checks that every floating-point leaf is finite (`save` never writes NaN or inf, so one read back means damage). Any
+failure, a file that cannot be read included, is a `CheckpointDamagedError` naming the step and what is wrong.
+`restore_newest` walks back from the latest step to the newest intact one and reports the damaged ones in one log
+line; a run directory whose every checkpoint is damaged is one `CheckpointDamagedError`. Orbax itself does not
+check array bytes: bytes overwritten in a data file load as other numbers without a word. Hashes are of whole
+arrays, gathered across processes, so they do not depend on the mesh. In a multi-process run the processes agree on
+a verdict only when they all see the damage (a hash mismatch or a file every process reads); a shard file that only
+some processes read, torn, fails those processes alone.
 
 Links may be given as an `nnx.State` or as a plain nested dict of arrays. An `nnx.State` is written as its pure dict
 (`nnx.to_pure_dict`), so the files do not depend on flax's Variable classes; `restore` gives back the type of the
@@ -43,16 +54,32 @@ from flax import nnx
 logger = logging.getLogger(__name__)
 
 # Meta keys this module writes itself; a caller's meta may not use them.
-RESERVED_META_KEYS = ("step", "wall_time", "versions", "fingerprint", "structure")
+RESERVED_META_KEYS = ("step", "wall_time", "versions", "fingerprint", "structure", "hashes")
 
 # Written once per run directory, so that a directory is claimed by its first save even before any step is complete.
 _RUN_FILE = "rmas_checkpoint_run.json"
 _ITEMS = ("links", "opt_state", "meta")
 _VERSIONED_PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint")
+# Damaged steps that a resuming run moves aside get this prefix: not a step name to orbax, so never listed again.
+DAMAGED_PREFIX = "damaged-"
 
 
 class CheckpointMismatchError(ValueError):
   """A checkpoint directory or step belongs to a different run or link design than the caller's."""
+
+
+class CheckpointDamagedError(ValueError):
+  """A checkpoint's files cannot be read, or what they hold differs from what was written.
+
+  Attributes:
+    step: The damaged step (None when the error is about the whole directory).
+    reason: What is wrong, without the directory and step.
+  """
+
+  def __init__(self, message: str, *, step: int | None = None, reason: str = ""):
+    super().__init__(message)
+    self.step = step
+    self.reason = reason or message
 
 
 def fingerprint_of(payload: Any) -> str:
@@ -188,7 +215,11 @@ class CheckpointStore:
   def restore(
     self, step: int | None = None, *, links_template: Any, opt_state_template: Any
   ) -> tuple[Any, Any, dict[str, Any]]:
-    """Reads one checkpoint into the structure, dtypes and shardings of the templates.
+    """Reads one checkpoint into the structure, dtypes and shardings of the templates, and verifies it.
+
+    Each leaf is read in the dtype it was saved in, checked against the SHA-256 written with it (checkpoints from
+    before content hashes were written are checked for finiteness only) and for NaN and inf, then cast to the
+    template's dtype.
 
     Args:
       step: The step to read; the latest complete one when None.
@@ -204,6 +235,8 @@ class CheckpointStore:
     Raises:
       FileNotFoundError: there is no complete checkpoint (for `step`).
       CheckpointMismatchError: the checkpoint's run fingerprint or tree structure differs from the caller's.
+      CheckpointDamagedError: the checkpoint's files cannot be read, or a leaf differs from its content hash or is
+        not finite.
     """
     self._check_open()
     if step is None:
@@ -213,7 +246,10 @@ class CheckpointStore:
     elif int(step) not in self.steps():
       raise FileNotFoundError(f"{self.directory}: no complete checkpoint for step {step}; have {self.steps()}")
     step = int(step)
-    meta = self._read_meta(step)
+    try:
+      meta = self._read_meta(step)
+    except Exception as e:  # whatever orbax or json raise on a torn file, it is damage
+      raise self._damaged(step, f"its meta cannot be read ({_first_line(e)})") from e
     if meta.get("fingerprint") != self.fingerprint:
       raise CheckpointMismatchError(
         f"{self.directory}: step {step} was made by a different run (fingerprint {meta.get('fingerprint')!r}, "
@@ -221,6 +257,7 @@ class CheckpointStore:
       )
     links_tree, opt_tree = _pure(links_template), _pure(opt_state_template)
     stored = meta.pop("structure", {})
+    hashes = meta.pop("hashes", None)
     for item, tree in (("links", links_tree), ("opt_state", opt_tree)):
       problem = _structure_difference(stored.get(item, []), _describe(tree))
       if problem:
@@ -230,23 +267,94 @@ class CheckpointStore:
         )
     trees = {"links": links_tree, "opt_state": opt_tree}
     # Leafless trees were not written (see `save`); the template, already checked equal in structure, is the result.
-    wanted = {name: ocp.args.StandardRestore(_abstract(tree)) for name, tree in trees.items() if jax.tree.leaves(tree)}
+    # Leaves are read in their saved dtypes, so that the bytes hashed are the bytes that were written.
+    wanted = {
+      name: ocp.args.StandardRestore(_abstract(tree, {p: d for p, _, d in stored.get(name, [])}))
+      for name, tree in trees.items()
+      if jax.tree.leaves(tree)
+    }
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(**wanted)) if wanted else {}
-    except ValueError as e:
-      # The structure check above catches design changes; this is the fallback for what it cannot see.
-      first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-      raise CheckpointMismatchError(
-        f"{self.directory}: step {step} does not fit the templates (a different link structure?): {first_line}"
-      ) from e
+    except Exception as e:
+      # The structure check above has passed, so a failure here is a file that is missing, torn or garbled.
+      raise self._damaged(step, f"its files cannot be read ({_first_line(e)})") from e
     got = {name: restored[name] if name in wanted else tree for name, tree in trees.items()}
+    problem = _verify({name: got[name] for name in wanted}, hashes)
+    if problem:
+      raise self._damaged(step, problem)
+    got = {name: _cast_like(got[name], trees[name]) if name in wanted else got[name] for name in trees}
     return _like(links_template, got["links"]), _like(opt_state_template, got["opt_state"]), meta
+
+  def restore_newest(
+    self, *, links_template: Any, opt_state_template: Any, quarantine: bool = False
+  ) -> tuple[int, Any, Any, dict[str, Any]] | None:
+    """Restores the newest intact checkpoint, passing over damaged ones with one logged line.
+
+    Args:
+      links_template: As for `restore`.
+      opt_state_template: As for `restore`, or a function of the step that returns it (the optimizer state's
+        structure can depend on the training stage a step belongs to).
+      quarantine: Move each damaged step aside (renamed `damaged-<step>`) so that the run can save that step
+        again; for a resuming trainer. Readers (evaluation, `ask`) leave the directory as it is.
+
+    Returns:
+      `(step, links, opt_state, meta)`, or None when the directory holds no complete checkpoint.
+
+    Raises:
+      CheckpointDamagedError: there are checkpoints, and every one is damaged (one line naming each and why).
+      CheckpointMismatchError: as for `restore`; a checkpoint of another design is not passed over.
+    """
+    self._check_open()
+    damaged: list[CheckpointDamagedError] = []
+    for step in reversed(self.steps()):
+      template = opt_state_template(step) if callable(opt_state_template) else opt_state_template
+      try:
+        links, opt_state, meta = self.restore(step, links_template=links_template, opt_state_template=template)
+      except CheckpointDamagedError as e:
+        damaged.append(e)
+        continue
+      if damaged:
+        logger.warning(
+          "%s: %s; using step %d, the newest intact checkpoint%s",
+          self.directory,
+          "; ".join(f"step {e.step} is damaged: {e.reason}" for e in damaged),
+          step,
+          self._quarantine([e.step for e in damaged]) if quarantine else "",
+        )
+      return step, links, opt_state, meta
+    if not damaged:
+      return None
+    raise CheckpointDamagedError(
+      f"{self.directory}: no intact checkpoint ("
+      + "; ".join(f"step {e.step}: {e.reason}" for e in damaged)
+      + "); move the directory aside to start afresh",
+      reason="every checkpoint is damaged",
+    )
 
   # Internals.
 
   def _check_open(self) -> None:
     if self._closed:
       raise RuntimeError(f"{self.directory}: CheckpointStore is closed")
+
+  def _damaged(self, step: int, reason: str) -> CheckpointDamagedError:
+    return CheckpointDamagedError(f"{self.directory}: step {step} is damaged: {reason}", step=step, reason=reason)
+
+  def _quarantine(self, steps: list[int]) -> str:
+    """Renames damaged step directories out of orbax's sight; returns the note for the log line."""
+    moved = []
+    if jax.process_index() == 0:
+      for step in steps:
+        target = os.path.join(self.directory, f"{DAMAGED_PREFIX}{step}")
+        n = 1
+        while os.path.exists(target):
+          n += 1
+          target = os.path.join(self.directory, f"{DAMAGED_PREFIX}{step}.{n}")
+        os.rename(os.path.join(self.directory, str(step)), target)
+        moved.append(os.path.basename(target))
+    _sync("rmas_checkpoint_quarantine")
+    self._manager.reload()
+    return f" (moved aside as {', '.join(moved)})" if moved else ""
 
   def _is_committed(self, step: int) -> bool:
     return os.path.isfile(os.path.join(self.directory, str(step), ocp.path.atomicity.COMMIT_SUCCESS_FILE))
@@ -267,16 +375,29 @@ class CheckpointStore:
 
   def _check_run_fingerprint(self) -> None:
     run_file = os.path.join(self.directory, _RUN_FILE)
+    stored, where = None, None
     if os.path.isfile(run_file):
-      with open(run_file) as f:
-        stored = json.load(f).get("fingerprint")
-      where = _RUN_FILE
-    else:
-      latest = self.latest_step()
-      if latest is None:
+      try:
+        with open(run_file) as f:
+          stored = json.load(f)["fingerprint"]
+        where = _RUN_FILE
+      except (OSError, ValueError, KeyError, TypeError) as e:
+        # A torn run file must not lock the run out: the checkpoints carry the fingerprint too, and the next save
+        # writes the file anew.
+        logger.warning("%s: %s cannot be read (%s); using the checkpoints' fingerprints", self.directory, _RUN_FILE,
+                       _first_line(e))  # fmt: skip
+        if jax.process_index() == 0:
+          os.remove(run_file)
+    if where is None:
+      for step in reversed(self.steps()):
+        try:
+          stored = self._read_meta(step).get("fingerprint")
+        except Exception:  # a damaged step is reported when it is restored
+          continue
+        where = f"step {step}"
+        break
+      if where is None:
         return
-      stored = self._read_meta(latest).get("fingerprint")
-      where = f"step {latest}"
     if stored != self.fingerprint:
       raise CheckpointMismatchError(
         f"{self.directory}: holds checkpoints of a different run ({where} has fingerprint {stored!r}, this run's is "
@@ -306,6 +427,7 @@ class CheckpointStore:
       versions=_versions(),
       fingerprint=self.fingerprint,
       structure={"links": _describe(links_tree), "opt_state": _describe(opt_tree)},
+      hashes={"links": _digests(links_tree), "opt_state": _digests(opt_tree)},
     )
     return record
 
@@ -378,17 +500,78 @@ def _dtype(leaf: Any) -> np.dtype:
   return np.dtype(leaf.dtype) if hasattr(leaf, "dtype") else np.asarray(leaf).dtype
 
 
-def _abstract(tree: Any) -> Any:
-  """`jax.ShapeDtypeStruct` leaves carrying a sharding, as orbax's `StandardRestore` wants them."""
-  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+def _abstract(tree: Any, dtypes: Mapping[str, str] | None = None) -> Any:
+  """`jax.ShapeDtypeStruct` leaves carrying a sharding, as orbax's `StandardRestore` wants them.
 
-  def one(leaf: Any) -> jax.ShapeDtypeStruct:
+  Args:
+    tree: The template.
+    dtypes: Dtype names by leaf path (`keystr`) to read leaves in instead of the template's.
+  """
+  default = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  dtypes = dtypes or {}
+
+  def one(path: Any, leaf: Any) -> jax.ShapeDtypeStruct:
     sharding = getattr(leaf, "sharding", None)
     if not isinstance(sharding, jax.sharding.Sharding):
       sharding = default
-    return jax.ShapeDtypeStruct(np.shape(leaf), _dtype(leaf), sharding=sharding)
+    dtype = dtypes.get(jax.tree_util.keystr(path))
+    return jax.ShapeDtypeStruct(np.shape(leaf), np.dtype(dtype) if dtype else _dtype(leaf), sharding=sharding)
 
-  return jax.tree.map(one, tree)
+  return jax.tree_util.tree_map_with_path(one, tree)
+
+
+def _cast_like(restored: Any, template: Any) -> Any:
+  """`restored` with each leaf in its template leaf's dtype (a checkpoint may be read into another precision)."""
+  return jax.tree.map(lambda x, t: x if _dtype(x) == _dtype(t) else x.astype(_dtype(t)), restored, template)
+
+
+def _host_value(leaf: Any) -> np.ndarray:
+  """A leaf's whole value on this host, whatever its sharding (a collective when it spans processes)."""
+  if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+    if leaf.sharding.is_fully_replicated:
+      return np.asarray(leaf.addressable_data(0))
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+  return np.asarray(jax.device_get(leaf))
+
+
+def _digests(tree: Any) -> dict[str, str]:
+  """The SHA-256 of each leaf's dtype, shape and bytes, by path (`keystr`); independent of sharding and mesh."""
+  out = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    value = np.ascontiguousarray(_host_value(leaf))
+    digest = hashlib.sha256(f"{value.dtype}{value.shape}".encode())
+    digest.update(value.tobytes())
+    out[jax.tree_util.keystr(path)] = digest.hexdigest()
+  return out
+
+
+def _verify(trees: Mapping[str, Any], hashes: Mapping[str, Mapping[str, str]] | None) -> str | None:
+  """What is wrong with restored `trees` against the `hashes` saved with them, or None when they match."""
+  if hashes is not None:
+    for name, tree in trees.items():
+      want = hashes.get(name, {}) if isinstance(hashes, Mapping) else {}
+      for path, got in _digests(tree).items():
+        if want.get(path) != got:
+          return f"{name}{path} does not match the content hash written with it"
+  bad = _first_non_finite(dict(trees))
+  if bad is not None:
+    return f"{bad} holds NaN or inf, which no save writes"
+  return None
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0][:300]}" if text else type(e).__name__
+
+
+def _sync(name: str) -> None:
+  """A barrier across processes (nothing to do in a single-process run)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+
+    multihost_utils.sync_global_devices(name)
 
 
 def _jsonable(value: Any) -> Any:

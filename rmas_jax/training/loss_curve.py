@@ -26,7 +26,11 @@ def plot(run_dir: str, out: str | None = None) -> str:
   fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.5), squeeze=False)
   for ax, stage in zip(axes[0], stages, strict=True):
     pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage and r["finite"]]
-    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", linewidth=1)
+    ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", linewidth=1, label="training batch")
+    held = [(r["step"], r["loss"]) for r in rows if r["stage"] == f"heldout_{stage}"]
+    if held:  # `train.eval_every`: the same held-out examples each time
+      ax.plot([p[0] for p in held], [p[1] for p in held], marker="o", linewidth=1.5, label="held-out")
+      ax.legend(fontsize=8)
     ax.set_title(labels[stage], fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)

@@ -15,7 +15,7 @@ import optax
 
 from rmas_jax.links.recursive_link import RecursiveLink
 from rmas_jax.models.transformer import CausalLM
-from rmas_jax.patterns.system import GoldResponse, System, run_rounds
+from rmas_jax.patterns.system import GoldResponse, System, prefix_caches, run_rounds, think_round
 from rmas_jax.prompts.slots import PromptLayout
 
 
@@ -79,4 +79,43 @@ def rollout_loss(
   same final-round cross-entropy (the release's default `supervise_final_only`)."""
   decoder_input = run_rounds(system, first, middle, last, steps=steps, remat=remat, gold=gold)
   decoder = system.agents[system.pattern.decoder].backbone
+  return answer_cross_entropy(decoder, decoder_input.embeds, decoder_input.mask, target, target_mask)
+
+
+def rounds_of(first, middle, last) -> int:
+  """R, the number of rounds a batch's layouts describe."""
+  if last is None:
+    return 1
+  return 2 + (0 if middle is None else jax.tree.leaves(middle)[0].shape[0])
+
+
+def rollout_loss_by_round(
+  systems: list[System],
+  first: dict[str, PromptLayout],
+  middle: dict[str, PromptLayout] | None,
+  last: dict[str, PromptLayout] | None,
+  target: jax.Array,
+  target_mask: jax.Array,
+  *,
+  steps: int,
+  remat: bool = True,
+  gold: Mapping[str, GoldResponse] | None = None,
+) -> jax.Array:
+  """`rollout_loss` with round r run by `systems[r]`: the same backbones with their own copy of the links. Given R
+  copies of the same links it is the same loss; its gradient with respect to copy r is the part of the links'
+  gradient that flows through round r, the credit that round receives (summed over r, the whole gradient). The
+  rounds are unrolled rather than scanned, one program per round."""
+  r_total = rounds_of(first, middle, last)
+  if len(systems) != r_total:
+    raise ValueError(f"rollout_loss_by_round: {len(systems)} systems for {r_total} rounds")
+  final_layouts = first if last is None else last
+  prefixes = prefix_caches(systems[0], final_layouts)  # backbones are shared and frozen: one prefill serves all
+  kw = dict(steps=steps, remat=remat, gold=gold, prefixes=prefixes)
+  layouts = [first] + [jax.tree.map(lambda x, k=k: x[k], middle) for k in range(r_total - 2)] + (
+    [last] if last is not None else [])  # fmt: skip
+  feedback = None
+  for r, lay in enumerate(layouts):
+    final = r == r_total - 1
+    feedback, decoder_input = think_round(systems[r], lay, feedback, final=final, **kw)
+  decoder = systems[-1].agents[systems[-1].pattern.decoder].backbone
   return answer_cross_entropy(decoder, decoder_input.embeds, decoder_input.mask, target, target_mask)

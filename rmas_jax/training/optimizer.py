@@ -32,13 +32,20 @@ def link_groups(links: nnx.State):
   return jax.tree_util.tree_map_with_path(label, links)
 
 
-def schedule(lr: float, warmup: int, steps: int) -> optax.Schedule:
-  """Linear warm-up from 0 then cosine decay to 0 (the release's HF cosine schedule with 0.5 cycles: the first
-  step's rate is 0 when there is a warm-up)."""
-  warmup = min(warmup, max(steps - 1, 0))
-  if warmup == 0:
+def warmup_steps(warmup: float, steps: int) -> int:
+  """Warm-up steps of a stage of `steps`: `warmup` below 1 is a share of them (0.05: the first 5 %), else a count."""
+  n = round(warmup * steps) if 0 < warmup < 1 else int(warmup)
+  return min(n, max(steps - 1, 0))
+
+
+def schedule(lr: float, warmup: float, steps: int) -> optax.Schedule:
+  """Linear warm-up then cosine decay to 0 (the release's HF cosine schedule with 0.5 cycles), except that the
+  warm-up rises from `lr / (W + 1)` at step 0 (not from 0, so the first step is not wasted) to `lr` at step W."""
+  n = warmup_steps(warmup, steps)
+  if n == 0:
     return optax.cosine_decay_schedule(lr, max(steps, 1))
-  return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=warmup, decay_steps=max(steps, 2), end_value=0.0)
+  return optax.warmup_cosine_decay_schedule(lr / (n + 1), lr, warmup_steps=n, decay_steps=max(steps, 2),
+                                            end_value=0.0)  # fmt: skip
 
 
 def stage_optimizer(stage: str, train, steps: int) -> optax.GradientTransformation:

@@ -10,7 +10,8 @@ from rmas_jax.weights.errors import ModelLoadError
 from rmas_jax.weights.hf_config import arch_from_dir
 from rmas_jax.weights.safetensors_io import SafetensorsCheckpoint
 
-HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model"]
+# adapter*.pt: a release role repository's inner links (see rmas_jax.interop.role_repos); absent elsewhere.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "adapter*.pt"]
 
 
 def load_hf_model(

@@ -100,6 +100,19 @@ def stop_token_ids(tokenizer, *, chat: bool = False, extra=()) -> tuple[int, ...
   if tokenizer.eos_token_id is not None:
     ids.add(int(tokenizer.eos_token_id))
   if chat:
-    vocab = tokenizer.get_vocab()
-    ids.update(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+    ids.update(_end_of_turn_ids(tokenizer))
   return tuple(sorted(ids))
+
+
+def _end_of_turn_ids(tokenizer) -> tuple[int, ...]:
+  # `get_vocab()` builds the whole vocabulary dict (tens of ms); training asks once per example, so keep the answer on
+  # the tokenizer object.
+  cached = getattr(tokenizer, "_rmas_end_of_turn_ids", None)
+  if cached is None:
+    vocab = tokenizer.get_vocab()
+    cached = tuple(vocab[t] for t in END_OF_TURN_TOKENS if t in vocab)
+    try:
+      tokenizer._rmas_end_of_turn_ids = cached
+    except AttributeError:  # a tokenizer that takes no new attributes just pays again
+      pass
+  return cached
