@@ -266,7 +266,7 @@ def test_teacher_forced_outer_loss_and_gradients(setup):
   tok = loaded.tokenizers["expert"]
   expert_gold = tok.decode(np.asarray(b.gold["expert"].ids[0])[np.asarray(b.gold["expert"].mask[0])])
   assert expert_gold.startswith("Add 2.")  # the role's own gold text, when the data has one
-  assert b.gold["learner"].ids.shape == (2, 12) and bool(jnp.all(b.gold["learner"].mask[:, 0]))
+  assert b.gold["learner"].ids.shape == (2, 32) and bool(jnp.all(b.gold["learner"].mask[:, 0]))
   _, rolled, _ = loss_and_grads(2, False)
   assert np.isfinite(float(forced)) and abs(float(forced) - float(rolled)) > 1e-6
   total = lambda node: float(sum(jnp.sum(jnp.abs(x)) for x in jax.tree.leaves(node)))  # noqa: E731
