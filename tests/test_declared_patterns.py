@@ -102,7 +102,7 @@ def test_overrides():
   assert config.generation.greedy is False and list(config.inference.stop_strings) == ["\n\n"] and config.task == "code"
   apply_overrides(config, ["eval.warmup=true", "generation.greedy=TRUE"])  # the shell spelling of bools
   assert config.eval.warmup is True and config.generation.greedy is True
-  with pytest.raises(ValueError, match="no field 'inference.nope'"):
+  with pytest.raises(ValueError, match="config.inference has no field 'nope'"):
     apply_overrides(config, ["inference.nope=1"])
   with pytest.raises(ValueError, match="eval.warmup=maybe"):
     apply_overrides(config, ["eval.warmup=maybe"])
