@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rmas_jax.prompts import roles
+from rmas_jax.prompts.records import prompt_record
 from rmas_jax.prompts.slots import SegmentedPrompt, assemble_embeddings, layout, render_chat, segment, slot
 from rmas_jax.weights.pretrained import load_pretrained
 from tiny_models import random_model
@@ -95,6 +96,6 @@ def test_every_role_prompt_has_the_slots_its_pattern_fills(smollm_tokenizer, sty
   assert set(PROMPTS[style]) == set(pattern.roles)
   for r in (1, 2, 3):
     for role in pattern.roles:
-      p = PROMPTS[style][role]("What is 2 + 2?", r, 3, "math")
+      p = PROMPTS[style][role](prompt_record("What is 2 + 2?"), r, 3, "math")
       seg = segment(smollm_tokenizer, render_chat(smollm_tokenizer, p.system, p.user))
       assert sorted(seg.slots) == sorted(slot_order(pattern, role, r == 1)), (style, role, r)
