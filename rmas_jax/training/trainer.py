@@ -101,6 +101,12 @@ def _guarded_update(loss_fn, optimizer, links, frozen, opt_state, batch):
   return _apply_if_finite(optimizer, links, opt_state, loss, grads)
 
 
+def mean_inner_loss(system, roles: Sequence[str], batches) -> jax.Array:
+  """Eq. 5 averaged over the roles: the inner stage's objective, for its step and its held-out loss alike."""
+  losses = [inner_loss(system.agents[r].backbone, system.agents[r].inner, *batches[r]) for r in roles]
+  return sum(losses) / len(losses)
+
+
 def make_inner_step(graphdef, optimizer, roles: Sequence[str], out_shardings=None):
   """`(links, frozen, opt_state, {role: (ids, mask, response)}) -> (links, opt_state, metrics)`, jit-compiled.
 
@@ -108,9 +114,7 @@ def make_inner_step(graphdef, optimizer, roles: Sequence[str], out_shardings=Non
   """
 
   def loss_fn(links, frozen, batches):
-    system = nnx.merge(graphdef, only_group(links, "inner"), frozen)
-    losses = [inner_loss(system.agents[r].backbone, system.agents[r].inner, *batches[r]) for r in roles]
-    return sum(losses) / len(losses)
+    return mean_inner_loss(nnx.merge(graphdef, only_group(links, "inner"), frozen), roles, batches)
 
   return jax.jit(functools.partial(_guarded_update, loss_fn, optimizer), donate_argnums=(0, 2),
                  out_shardings=out_shardings)  # fmt: skip
@@ -153,9 +157,7 @@ def make_heldout_loss(graphdef, roles: Sequence[str], steps: int):
   forward only: each stage's objective on held-out examples (the outer one is the answer cross-entropy)."""
 
   def inner(links, frozen, batches):
-    system = nnx.merge(graphdef, links, frozen)
-    losses = [inner_loss(system.agents[r].backbone, system.agents[r].inner, *batches[r]) for r in roles]
-    return sum(losses) / len(losses)
+    return mean_inner_loss(nnx.merge(graphdef, links, frozen), roles, batches)
 
   def outer(links, frozen, b: OuterBatch):
     system = nnx.merge(graphdef, links, frozen)
