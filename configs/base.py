@@ -16,7 +16,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.prompts = {}
   # `scale_to_embeddings`: scale every link's output to its receiver's mean token-embedding norm (official form;
   # its final LayerNorm alone gives norm sqrt(d), 7.5x SmolLM2's tokens and 58x Qwen2.5's).
-  c.links = ml_collections.ConfigDict(dict(form="official", design="res+2-layer", scale_to_embeddings=False))
+  # `outer_init`: "torch" (the release: PyTorch's default init) or "identity" (ours; sender and receiver of the
+  # same width: the residual map starts as the identity and the MLP's last layer at zero, so a fresh outer link
+  # passes the sender's latents on as they are, normalised).
+  c.links = ml_collections.ConfigDict(
+    dict(form="official", design="res+2-layer", scale_to_embeddings=False, outer_init="torch")
+  )
   # `prefix_reuse`: prefill each role's prompt opening (the same in every round) once per question, not every round.
   c.inference = ml_collections.ConfigDict(
     dict(rounds=2, latent_steps=16, num_samples=1, stop_strings=[], chunk=16, prefix_reuse=True)
@@ -41,12 +46,15 @@ def base_config() -> ml_collections.ConfigDict:
   # last `eval_examples` of the training data, then never trained on) goes to metrics.jsonl, and the outer links
   # of the lowest held-out answer loss are kept in `checkpoints_best/` (`eval.checkpoint="best"`). `round_credit`:
   # each outer step also logs the gradient norm that reaches the links through each round (`round_grad_norms`).
+  # `inner_objective`: "cosine" (eq. 5) or "contrastive" (ours: the gold token among all tokens, by cosine at
+  # `inner_temperature`; see `training.objectives.inner_loss`).
   c.train = ml_collections.ConfigDict(
     dict(mode="rollout", dataset="gsm_symbolic", data_path="", fields={}, examples=2000, inner_steps=30,
          outer_steps=12, batch_size=2, inner_lr=5e-4, outer_lr=5e-4, warmup=0.05, b1=0.9, b2=0.95, weight_decay=0.0,
          clip=1.0, rounds=2, latent_steps=4, target="gold", target_tokens=256, inner_prompts="role",
          inner_tokens=512, prompt_bucket=256, checkpoint_every=5, keep=3, remat=True, scan_layers=True,
-         eval_every=0, eval_examples=32, eval_path="", round_credit=True)  # fmt: skip
+         eval_every=0, eval_examples=32, eval_path="", round_credit=True, inner_objective="cosine",
+         inner_temperature=0.05)  # fmt: skip
   )
   # Evaluation (`eval.py`): dataset by name (gsm_symbolic, math500, gpqa_diamond, ...) or a local file in `path`.
   # `split`: "" is the dataset's own default (gsm_symbolic and dataset folders: test; a single file has none).

@@ -65,6 +65,7 @@ FLOAT_RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
   "train.b2": (0.0, 1.0, True, False),
   "train.weight_decay": (0.0, None, True, False),
   "train.clip": (0.0, None, False, False),
+  "train.inner_temperature": (0.0, 1.0, False, True),
 }
 BOOLS = ("generation.greedy", "generation.ignore_eos", "inference.prefix_reuse", "tools.enabled", "train.remat",
          "train.scan_layers", "train.scale_to_embeddings", "eval.warmup")  # fmt: skip
@@ -143,15 +144,18 @@ def _check_values(config) -> None:
 def _check_choices(config) -> None:
   from rmas_jax.evaluation.runner import METHODS
   from rmas_jax.evaluation.scoring import MODES as SCORING
-  from rmas_jax.links.recursive_link import DESIGNS, FORMS
+  from rmas_jax.links.recursive_link import DESIGNS, FORMS, OUTER_INITS
   from rmas_jax.prompts.roles import FINAL_INSTRUCTIONS
+  from rmas_jax.training.objectives import INNER_OBJECTIVES
   from rmas_jax.training.trainer import MODES
 
   choices = {
     "task": tuple(FINAL_INSTRUCTIONS),
     "links.form": FORMS,
     "links.design": DESIGNS,
+    "links.outer_init": OUTER_INITS,
     "train.mode": MODES,
+    "train.inner_objective": INNER_OBJECTIVES,
     "eval.method": METHODS,
     "eval.scoring": SCORING,
     "eval.checkpoint": CHECKPOINTS,

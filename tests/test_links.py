@@ -100,3 +100,23 @@ def test_bad_link_arguments():
     inner_link(8, form="nope", rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="Table 4 designs use form='paper'"):
     inner_link(8, design="1-layer", rngs=nnx.Rngs(0))
+
+
+def test_identity_outer_init_passes_its_input_on_normalised():
+  """`outer_init='identity'`: a fresh outer link is `LayerNorm(h) * output_scale` (numpy re-derivation), and the
+  first gradient already reaches its last MLP layer."""
+  h = np.random.default_rng(0).normal(size=(3, 8)).astype(np.float32) * 4.0
+  link = outer_link(8, 8, rngs=nnx.Rngs(0), output_scale=0.25, init="identity")
+  want = (h - h.mean(-1, keepdims=True)) / np.sqrt(h.var(-1, keepdims=True) + 1e-5) * 0.25
+  np.testing.assert_allclose(np.asarray(link(jnp.asarray(h))), want, rtol=1e-5, atol=1e-6)
+  graphdef, params = nnx.split(link, LinkParam)
+  target = jnp.asarray(np.random.default_rng(1).normal(size=(3, 8)), jnp.float32)
+  grads = jax.grad(lambda p: jnp.sum((nnx.merge(graphdef, p)(jnp.asarray(h)) - target) ** 2))(params)
+  assert float(jnp.abs(grads["proj2"]["kernel"][...]).max()) > 0
+  torch_init = outer_link(8, 8, rngs=nnx.Rngs(0), output_scale=0.25)
+  assert not np.allclose(np.asarray(torch_init(jnp.asarray(h))), want, atol=1e-2)  # the release's init is no identity
+  with pytest.raises(ValueError, match=r"needs a residual design and equal widths; this outer link is res\+2-layer, "
+                                       r"8 -> 6"):  # fmt: skip
+    outer_link(8, 6, rngs=nnx.Rngs(0), init="identity")
+  with pytest.raises(ValueError, match="outer link init 'nope'"):
+    outer_link(8, 8, rngs=nnx.Rngs(0), init="nope")

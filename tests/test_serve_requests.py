@@ -106,9 +106,10 @@ def test_numbers_in_range_still_pass(engine):
   assert (job.request.rounds, job.request.top_p, job.request.seed, job.request.temperature) == (2, 0.5, 7, 0.7)
 
 
-def test_a_question_past_the_prompt_limit_is_one_line_and_the_server_goes_on():
+def test_a_question_past_the_prompt_limit_is_one_line_and_the_server_goes_on(request):
   engine = Engine("configs/tiny.py", Limits(prompt_tokens=600))
   engine.start()
+  request.addfinalizer(engine.close)
   too_long = engine.submit({"question": "How many? " * 100, "max_new_tokens": 2, "rounds": 1, "latent_steps": 1})
   fine = engine.submit({"question": "What is 2 + 3?", "max_new_tokens": 2, "rounds": 1, "latent_steps": 1})
   deadline = time.monotonic() + 600
@@ -130,7 +131,7 @@ def test_serve_workdir_problems_are_one_line_before_anything_loads(tmp_path):
     assert lines[0].startswith(f"error: --workdir {workdir}: {expected}")
 
 
-def test_serve_workdir_answers_with_the_trained_links_and_says_which(tmp_path):
+def test_serve_workdir_answers_with_the_trained_links_and_says_which(tmp_path, request):
   import jax
   from flax import nnx
 
@@ -154,6 +155,7 @@ def test_serve_workdir_answers_with_the_trained_links_and_says_which(tmp_path):
 
   engine = Engine("configs/tiny.py", workdir=str(tmp_path))
   engine.start()
+  request.addfinalizer(engine.close)
   job = engine.submit({"question": "What is 2 + 3?", "max_new_tokens": 2, "rounds": 1, "latent_steps": 1})
   deadline = time.monotonic() + 600
   while job.status not in ("done", "error") and time.monotonic() < deadline:

@@ -118,8 +118,8 @@ def test_per_round_credit_sums_to_the_gradient(setup):
     systems = [nnx.merge(graphdef, c, frozen) for c in copies]
     return rollout_loss_by_round(systems, b.first, b.middle, b.last, b.target, b.target_mask, steps=2, remat=False)
 
-  loss, grad = jax.value_and_grad(whole)(links)
-  loss_r, grads_r = jax.value_and_grad(by_round)([links] * 3)
+  loss, grad = jax.jit(jax.value_and_grad(whole))(links)  # compiled: op-by-op it took minutes
+  loss_r, grads_r = jax.jit(jax.value_and_grad(by_round))([links] * 3)
   np.testing.assert_allclose(float(loss_r), float(loss), rtol=1e-6)
   summed = jax.tree.map(lambda *g: sum(g), *grads_r)
   for got, want in zip(jax.tree.leaves(summed), jax.tree.leaves(grad), strict=True):

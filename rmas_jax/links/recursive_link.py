@@ -28,6 +28,7 @@ Form = Literal["official", "paper"]
 Design = Literal["1-layer", "res+1-layer", "2-layer", "res+2-layer"]
 FORMS: tuple[str, ...] = ("official", "paper")
 DESIGNS: tuple[str, ...] = ("1-layer", "res+1-layer", "2-layer", "res+2-layer")
+OUTER_INITS: tuple[str, ...] = ("torch", "identity")
 
 
 class LinkParam(nnx.Param):
@@ -154,6 +155,28 @@ def inner_link(d: int, *, form: Form = "official", design: Design = "res+2-layer
 
 
 def outer_link(d_in: int, d_out: int, *, form: Form = "official", design: Design = "res+2-layer", rngs: nnx.Rngs,
-               output_scale: float = 1.0) -> RecursiveLink:  # fmt: skip
-  """An edge's outer link `R_out: R^d_in -> R^d_out`."""
-  return RecursiveLink(d_in, d_out, form=form, design=design, outer=True, rngs=rngs, output_scale=output_scale)
+               output_scale: float = 1.0, init: str = "torch") -> RecursiveLink:  # fmt: skip
+  """An edge's outer link `R_out: R^d_in -> R^d_out`; `init` is one of `OUTER_INITS` (see `start_as_identity`)."""
+  if init not in OUTER_INITS:
+    raise ValueError(f"outer link init {init!r}: expected one of {OUTER_INITS}")
+  link = RecursiveLink(d_in, d_out, form=form, design=design, outer=True, rngs=rngs, output_scale=output_scale)
+  if init == "identity":
+    start_as_identity(link)
+  return link
+
+
+def start_as_identity(link: RecursiveLink) -> None:
+  """Sets an outer link of equal widths to pass its input on: the residual map `W3` the identity with no bias, the
+  MLP's last layer zero (its first keeps its random init, so the MLP starts learning at once, as LoRA's B = 0 does).
+  The official form's final LayerNorm then gives `LayerNorm(h) * output_scale`. The release has no such init: its
+  fresh outer links are random maps, which a receiver reads as noise until training has found the map."""
+  d_in = link.proj1.kernel.shape[0]
+  last = link.proj2 if link.proj2 is not None else link.proj1
+  d_out = last.kernel.shape[1]
+  if link.residual_proj is None or d_in != d_out:
+    raise ValueError(f"links.outer_init='identity': needs a residual design and equal widths; this outer link is "
+                     f"{link.design}, {d_in} -> {d_out}")  # fmt: skip
+  link.residual_proj.kernel[...] = jnp.eye(d_in, dtype=jnp.float32)
+  link.residual_proj.bias[...] = jnp.zeros((d_out,), jnp.float32)
+  last.kernel[...] = jnp.zeros_like(last.kernel[...])
+  last.bias[...] = jnp.zeros_like(last.bias[...])

@@ -18,9 +18,10 @@ from rmas_jax.generation.sampler import bucket
 from rmas_jax.patterns.ask import AskResult, ask
 
 
-def read_questions(path: str) -> list[str]:
+def read_questions(path: str) -> list[str | dict]:
   """Questions from a file: JSON lines with a `question` field (or a bare JSON string), or one question per line
-  of plain text. Blank lines are skipped; an empty question or a record without one is an error naming its line."""
+  of plain text. A JSON record is kept whole, so declared prompts can name its other fields (`{context}`). Blank
+  lines are skipped; an empty question or a record without one is an error naming its line."""
   if not os.path.isfile(path):
     raise ValueError(f"--questions-file {path}: no such file")
   questions = []
@@ -37,7 +38,7 @@ def read_questions(path: str) -> list[str]:
         q = record.get("question") if isinstance(record, dict) else record
       if not isinstance(q, str) or not q.strip():
         raise ValueError(f'{path}:{n}: no question (a JSON line needs a non-empty "question" string)')
-      questions.append(q)
+      questions.append(record if isinstance(record, dict) else q)
   if not questions:
     raise ValueError(f"{path}: no questions in it")
   return questions
@@ -52,7 +53,7 @@ def batch_sizes(count: int, batch_size: int) -> list[tuple[int, int]]:
   return [(batch_size, batch_size)] * full + ([(rest, min(batch_size, bucket(rest, minimum=1)))] if rest else [])
 
 
-def questions_of(args) -> list[str]:
+def questions_of(args) -> list[str | dict]:
   """The questions of `python -m rmas_jax ask`: `--question`, or every one of `--questions-file`."""
   if bool(args.question) == bool(args.questions_file):
     raise ValueError("ask needs --question or --questions-file (one of the two)")

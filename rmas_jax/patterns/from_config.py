@@ -79,7 +79,8 @@ def load_system(config, *, progress: bool = True, scan_layers: bool | None = Non
   links = config.get("links") or {}
   system = build_system(pattern, backbones, form=links.get("form", "official"),
                         design=links.get("design", "res+2-layer"), seed=config.seed,
-                        scale_to_embeddings=bool(links.get("scale_to_embeddings", False)))  # fmt: skip
+                        scale_to_embeddings=bool(links.get("scale_to_embeddings", False)),
+                        outer_init=links.get("outer_init", "torch"))  # fmt: skip
   # A release role repository (its model plus adapter(task).pt) brings the agent's inner link along.
   inner_links = adopt_role_repo_links(system, config, {role: loaded[spec].source for role, spec in models.items()})
   mesh = current_mesh()

@@ -62,10 +62,11 @@ def mean_token_norm(backbone: CausalLM) -> float:
 
 
 def build_system(pattern: Pattern, backbones: Mapping[str, CausalLM], *, form: str = "official",
-                 design: str = "res+2-layer", seed: int = 0, scale_to_embeddings: bool = False) -> System:  # fmt: skip
+                 design: str = "res+2-layer", seed: int = 0, scale_to_embeddings: bool = False,
+                 outer_init: str = "torch") -> System:  # fmt: skip
   """Fresh links around loaded backbones: an inner link per agent and an outer link per edge. With
   `scale_to_embeddings` (official form only), every link's output is scaled to its receiver's mean token-embedding
-  norm (`embedding_scale`) instead of the norm sqrt(d) its final LayerNorm gives."""
+  norm (`embedding_scale`) instead of the norm sqrt(d) its final LayerNorm gives; `outer_init` as `outer_link`."""
   rngs = nnx.Rngs(seed)
   width = {role: backbones[role].cfg.hidden_size for role in pattern.roles}
   scale = {role: 1.0 for role in pattern.roles}
@@ -77,7 +78,7 @@ def build_system(pattern: Pattern, backbones: Mapping[str, CausalLM], *, form: s
             for r in pattern.roles}  # fmt: skip
   outer = {
     link_key(e.src, e.dst): outer_link(width[e.src], width[e.dst], form=form, design=design, rngs=rngs,
-                                       output_scale=scale[e.dst])  # fmt: skip
+                                       output_scale=scale[e.dst], init=outer_init)  # fmt: skip
     for e in pattern.edges
   }
   return System(pattern, agents, outer)

@@ -261,9 +261,19 @@ class Engine:
     self._ids = itertools.count(1)
     self._cv = threading.Condition()
     self._thread = threading.Thread(target=self._work, name="rmas-engine", daemon=True)
+    self._closing = False
 
   def start(self) -> None:
     self._thread.start()
+
+  def close(self, timeout: float = 60.0) -> None:
+    """Stops the worker once its current request is done and lets go of the loaded system."""
+    with self._cv:
+      self._closing = True
+      self._cv.notify_all()
+    if self._thread.is_alive():
+      self._thread.join(timeout)
+    self.current = None
 
   # -- the web side ---------------------------------------------------------------------------------------------
 
@@ -317,8 +327,10 @@ class Engine:
       self._set_state(f"error: could not load {self.initial}: {e}")
     while True:
       with self._cv:
-        while not self.pending:
+        while not self.pending and not self._closing:
           self._cv.wait()
+        if self._closing:
+          return
         job = self.pending.popleft()
         self.running = job
         for i, waiting in enumerate(self.pending):

@@ -26,18 +26,52 @@ def cosine_distance(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
   return 1.0 - dot / (jnp.linalg.norm(a, axis=-1) * jnp.linalg.norm(b, axis=-1) + eps)
 
 
+INNER_OBJECTIVES = ("cosine", "contrastive")
+
+
+def token_contrast(out: jax.Array, table: jax.Array, target: jax.Array, temperature: float) -> jax.Array:
+  """Cross-entropy of `target` among every token, scored by cosine: `-log softmax_v(cos(out, E_v) / temperature)`.
+
+  Args:
+    out: `[B, T, D]` link outputs.
+    table: `[V, D]` the token embeddings as the model reads them.
+    target: `[B, T]` the token each output should be.
+    temperature: the softmax temperature on cosines (in (0, 1]: lower is sharper).
+
+  Returns:
+    `[B, T]` the cross-entropy at each position.
+  """
+  unit = lambda x: x / (jnp.linalg.norm(x, axis=-1, keepdims=True) + 1e-8)  # noqa: E731
+  logits = jnp.einsum("btd,vd->btv", unit(out.astype(jnp.float32)), unit(table.astype(jnp.float32))) / temperature
+  return optax.softmax_cross_entropy_with_integer_labels(logits, target)
+
+
 def inner_loss(
   backbone: CausalLM,
   inner: RecursiveLink,
   ids: jax.Array,  # [B, T] prompt + gold response, left-padded
   mask: jax.Array,  # [B, T] 1 for real tokens
   response: jax.Array,  # [B, T] 1 on the gold response's tokens
+  objective: str = "cosine",
+  temperature: float = 0.05,
 ) -> jax.Array:
-  """Eq. 5: mean over response positions of `1 - cos(R_in(h_t), Emb(y_{t+1}))`, backbone frozen."""
+  """The inner stage's loss, mean over response positions, backbone frozen.
+
+  `cosine` is eq. 5, `1 - cos(R_in(h_t), Emb(y_{t+1}))`. It is met as well by the mean of similar tokens (all
+  ten digits, say) as by the token itself, so a link can settle on "some digit" and pass no digit on.
+  `contrastive` (ours) asks for the token among all others: `token_contrast` at `temperature`.
+  """
+  if objective not in INNER_OBJECTIVES:
+    raise ValueError(f"inner objective {objective!r}: expected one of {INNER_OBJECTIVES}")
   hidden = jax.lax.stop_gradient(backbone(ids, attention_mask=mask, return_logits=False).hidden)  # [B, T, D]
-  target = jax.lax.stop_gradient(backbone.embed(ids[:, 1:]))  # [B, T-1, D] what the model reads as token t+1
   pairs = (mask[:, :-1] & response[:, 1:]).astype(jnp.float32)  # h_t predicts a response token
-  dist = cosine_distance(inner(hidden[:, :-1]), target)  # [B, T-1]
+  out = inner(hidden[:, :-1])  # [B, T-1, D]
+  if objective == "cosine":
+    target = jax.lax.stop_gradient(backbone.embed(ids[:, 1:]))  # [B, T-1, D] what the model reads as token t+1
+    dist = cosine_distance(out, target)  # [B, T-1]
+  else:
+    table = jax.lax.stop_gradient(backbone.input_embedding_matrix())  # [V, D]
+    dist = token_contrast(out, table, ids[:, 1:], temperature)  # [B, T-1]
   return jnp.sum(dist * pairs) / jnp.maximum(jnp.sum(pairs), 1.0)
 
 

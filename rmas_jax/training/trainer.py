@@ -101,20 +101,26 @@ def _guarded_update(loss_fn, optimizer, links, frozen, opt_state, batch):
   return _apply_if_finite(optimizer, links, opt_state, loss, grads)
 
 
-def mean_inner_loss(system, roles: Sequence[str], batches) -> jax.Array:
-  """Eq. 5 averaged over the roles: the inner stage's objective, for its step and its held-out loss alike."""
-  losses = [inner_loss(system.agents[r].backbone, system.agents[r].inner, *batches[r]) for r in roles]
+def mean_inner_loss(system, roles: Sequence[str], batches, objective: str = "cosine",
+                    temperature: float = 0.05) -> jax.Array:  # fmt: skip
+  """The inner objective (eq. 5, or `objective`; see `inner_loss`) averaged over the roles: the inner stage's loss,
+  for its step and its held-out loss alike."""
+  losses = [inner_loss(system.agents[r].backbone, system.agents[r].inner, *batches[r], objective=objective,
+                       temperature=temperature) for r in roles]  # fmt: skip
   return sum(losses) / len(losses)
 
 
-def make_inner_step(graphdef, optimizer, roles: Sequence[str], out_shardings=None):
+def make_inner_step(graphdef, optimizer, roles: Sequence[str], out_shardings=None, objective: str = "cosine",
+                    temperature: float = 0.05):  # fmt: skip
   """`(links, frozen, opt_state, {role: (ids, mask, response)}) -> (links, opt_state, metrics)`, jit-compiled.
 
-  `out_shardings` (links, optimizer state, metrics) keeps a sharded run's state in its layout from step to step.
+  `out_shardings` (links, optimizer state, metrics) keeps a sharded run's state in its layout from step to step;
+  `objective` and `temperature` choose the inner loss (`inner_loss`).
   """
 
   def loss_fn(links, frozen, batches):
-    return mean_inner_loss(nnx.merge(graphdef, only_group(links, "inner"), frozen), roles, batches)
+    system = nnx.merge(graphdef, only_group(links, "inner"), frozen)
+    return mean_inner_loss(system, roles, batches, objective, temperature)
 
   return jax.jit(functools.partial(_guarded_update, loss_fn, optimizer), donate_argnums=(0, 2),
                  out_shardings=out_shardings)  # fmt: skip
@@ -152,12 +158,13 @@ def make_outer_step(graphdef, optimizer, steps: int, remat: bool = True, out_sha
   return jax.jit(update, donate_argnums=(0, 2), out_shardings=out_shardings)
 
 
-def make_heldout_loss(graphdef, roles: Sequence[str], steps: int):
+def make_heldout_loss(graphdef, roles: Sequence[str], steps: int, objective: str = "cosine",
+                      temperature: float = 0.05):  # fmt: skip
   """`{"inner": (links, frozen, batches) -> loss, "outer": (links, frozen, OuterBatch) -> loss}`, jit-compiled,
   forward only: each stage's objective on held-out examples (the outer one is the answer cross-entropy)."""
 
   def inner(links, frozen, batches):
-    return mean_inner_loss(nnx.merge(graphdef, links, frozen), roles, batches)
+    return mean_inner_loss(nnx.merge(graphdef, links, frozen), roles, batches, objective, temperature)
 
   def outer(links, frozen, b: OuterBatch):
     system = nnx.merge(graphdef, links, frozen)
@@ -332,10 +339,14 @@ def run_fingerprint(config) -> str:
   run can be extended: its cosine schedule is then laid over the new total, and the steps after the resume follow
   that longer schedule (the rate rises to where the longer decay has it at the resume step)."""
   t = config.train
+  # Options added later enter only when they are not their defaults, so older runs keep their fingerprints.
+  links = {k: v for k, v in config.links.to_dict().items() if not (k == "outer_init" and v == "torch")}
+  extra = {} if t.get("inner_objective", "cosine") == "cosine" else dict(
+    inner_objective=t.inner_objective, inner_temperature=t.get("inner_temperature", 0.05))  # fmt: skip
   return fingerprint_of(dict(agents=[dict(a) for a in config.agents], style=config.style,
-                             pattern=config.get("pattern") and config.pattern.to_dict(), links=config.links.to_dict(),
+                             pattern=config.get("pattern") and config.pattern.to_dict(), links=links,
                              mode=t.mode, inner_steps=t.inner_steps, batch_size=t.batch_size, rounds=t.rounds,
-                             latent_steps=t.latent_steps))  # fmt: skip
+                             latent_steps=t.latent_steps, **extra))  # fmt: skip
 
 
 class MetricsLog:
@@ -434,11 +445,13 @@ def _train(config, workdir: str, loaded: LoadedSystem | None, progress: bool, me
     link_shardings = jax.tree.map(lambda x: x.sharding, links)
     shardings = {s: (link_shardings, opt_state_shardings(optimizers[s], links, mesh), replicated(mesh))
                  for s in optimizers}  # fmt: skip
-  steps_fn = {"inner": make_inner_step(graphdef, optimizers["inner"], roles, out_shardings=shardings["inner"]),
+  objective = dict(objective=t.get("inner_objective", "cosine"), temperature=t.get("inner_temperature", 0.05))
+  steps_fn = {"inner": make_inner_step(graphdef, optimizers["inner"], roles, out_shardings=shardings["inner"],
+                                       **objective),
               "outer": make_outer_step(graphdef, optimizers["outer"], t.latent_steps, remat=t.remat,
                                        out_shardings=shardings["outer"],
                                        credit_rounds=t.rounds if t.get("round_credit", True) else None)}  # fmt: skip
-  heldout_fn = make_heldout_loss(graphdef, roles, t.latent_steps) if heldout else None
+  heldout_fn = make_heldout_loss(graphdef, roles, t.latent_steps, **objective) if heldout else None
 
   def placed(b, stage: str, lo: int):
     if mesh is None:
