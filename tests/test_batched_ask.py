@@ -87,7 +87,8 @@ def test_batch_sizes_and_question_files(tmp_path):
   assert batch_sizes(3, 4) == [(3, 4)] and batch_sizes(4, 4) == [(4, 4)] and batch_sizes(1, 16) == [(1, 1)]
   jsonl = tmp_path / "q.jsonl"
   jsonl.write_text('{"question": "What is 1 + 1?", "answer": "2"}\n\n"What is 2 + 2?"\n')
-  assert read_questions(str(jsonl)) == ["What is 1 + 1?", "What is 2 + 2?"]
+  # a record is kept whole, so a declared prompt may name its other fields ({context})
+  assert read_questions(str(jsonl)) == [{"question": "What is 1 + 1?", "answer": "2"}, "What is 2 + 2?"]
   plain = tmp_path / "q.txt"
   plain.write_text("first question\nsecond question\n")
   assert read_questions(str(plain)) == ["first question", "second question"]

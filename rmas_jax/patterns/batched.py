@@ -29,7 +29,7 @@ def read_questions(path: str) -> list[str | dict]:
     for n, line in enumerate(f, start=1):
       if not line.strip():
         continue
-      q = line.rstrip("\n")
+      q = record = line.rstrip("\n")
       if path.endswith((".jsonl", ".json")):
         try:
           record = json.loads(line)
