@@ -42,7 +42,7 @@ def test_the_mean_of_similar_tokens_meets_cosine_but_not_contrast():
   assert cos(mean) < 0.1  # the mean sits within 0.1 of every digit by cosine
   ce = lambda a: float(token_contrast(jnp.asarray(a, jnp.float32), jnp.asarray(table, jnp.float32),  # noqa: E731
                                       jnp.asarray(target), 0.05).mean())
-  assert ce(mean) > np.log(10) - 0.5 and ce(exact) < 0.1  # the mean is chance among the digits; the digit is not
+  assert ce(mean) > np.log(10) - 0.5 and ce(exact) < 0.5  # the mean is chance among the digits; the digit is not
 
 
 @pytest.mark.parametrize("objective", ["cosine", "contrastive"])
