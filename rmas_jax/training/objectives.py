@@ -27,6 +27,7 @@ def cosine_distance(a: jax.Array, b: jax.Array, eps: float = 1e-8) -> jax.Array:
 
 
 INNER_OBJECTIVES = ("cosine", "contrastive")
+INNER_TEMPERATURE = 0.05  # the contrastive objective's default temperature
 
 
 def token_contrast(out: jax.Array, table: jax.Array, target: jax.Array, temperature: float) -> jax.Array:
@@ -53,7 +54,7 @@ def inner_loss(
   mask: jax.Array,  # [B, T] 1 for real tokens
   response: jax.Array,  # [B, T] 1 on the gold response's tokens
   objective: str = "cosine",
-  temperature: float = 0.05,
+  temperature: float = INNER_TEMPERATURE,
 ) -> jax.Array:
   """The inner stage's loss, mean over response positions, backbone frozen.
 

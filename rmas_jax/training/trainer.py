@@ -47,7 +47,7 @@ from rmas_jax.training.batches import (
   stack_inner,
 )
 from rmas_jax.training.checkpoints import CheckpointStore, fingerprint_of
-from rmas_jax.training.objectives import inner_loss, rollout_loss, rollout_loss_by_round
+from rmas_jax.training.objectives import INNER_TEMPERATURE, inner_loss, rollout_loss, rollout_loss_by_round
 from rmas_jax.training.optimizer import link_groups, split_links, stage_optimizer
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,13 @@ def _guarded_update(loss_fn, optimizer, links, frozen, opt_state, batch):
   return _apply_if_finite(optimizer, links, opt_state, loss, grads)
 
 
+def inner_objective_of(t) -> dict:
+  """`{objective, temperature}` of a train config (`train.inner_objective`, `train.inner_temperature`)."""
+  return dict(objective=t.get("inner_objective", "cosine"), temperature=t.get("inner_temperature", INNER_TEMPERATURE))
+
+
 def mean_inner_loss(system, roles: Sequence[str], batches, objective: str = "cosine",
-                    temperature: float = 0.05) -> jax.Array:  # fmt: skip
+                    temperature: float = INNER_TEMPERATURE) -> jax.Array:  # fmt: skip
   """The inner objective (eq. 5, or `objective`; see `inner_loss`) averaged over the roles: the inner stage's loss,
   for its step and its held-out loss alike."""
   losses = [inner_loss(system.agents[r].backbone, system.agents[r].inner, *batches[r], objective=objective,
@@ -111,7 +116,7 @@ def mean_inner_loss(system, roles: Sequence[str], batches, objective: str = "cos
 
 
 def make_inner_step(graphdef, optimizer, roles: Sequence[str], out_shardings=None, objective: str = "cosine",
-                    temperature: float = 0.05):  # fmt: skip
+                    temperature: float = INNER_TEMPERATURE):  # fmt: skip
   """`(links, frozen, opt_state, {role: (ids, mask, response)}) -> (links, opt_state, metrics)`, jit-compiled.
 
   `out_shardings` (links, optimizer state, metrics) keeps a sharded run's state in its layout from step to step;
@@ -159,7 +164,7 @@ def make_outer_step(graphdef, optimizer, steps: int, remat: bool = True, out_sha
 
 
 def make_heldout_loss(graphdef, roles: Sequence[str], steps: int, objective: str = "cosine",
-                      temperature: float = 0.05):  # fmt: skip
+                      temperature: float = INNER_TEMPERATURE):  # fmt: skip
   """`{"inner": (links, frozen, batches) -> loss, "outer": (links, frozen, OuterBatch) -> loss}`, jit-compiled,
   forward only: each stage's objective on held-out examples (the outer one is the answer cross-entropy)."""
 
@@ -341,8 +346,9 @@ def run_fingerprint(config) -> str:
   t = config.train
   # Options added later enter only when they are not their defaults, so older runs keep their fingerprints.
   links = {k: v for k, v in config.links.to_dict().items() if not (k == "outer_init" and v == "torch")}
-  extra = {} if t.get("inner_objective", "cosine") == "cosine" else dict(
-    inner_objective=t.inner_objective, inner_temperature=t.get("inner_temperature", 0.05))  # fmt: skip
+  objective = inner_objective_of(t)
+  extra = {} if objective["objective"] == "cosine" else dict(
+    inner_objective=objective["objective"], inner_temperature=objective["temperature"])  # fmt: skip
   return fingerprint_of(dict(agents=[dict(a) for a in config.agents], style=config.style,
                              pattern=config.get("pattern") and config.pattern.to_dict(), links=links,
                              mode=t.mode, inner_steps=t.inner_steps, batch_size=t.batch_size, rounds=t.rounds,
@@ -445,7 +451,7 @@ def _train(config, workdir: str, loaded: LoadedSystem | None, progress: bool, me
     link_shardings = jax.tree.map(lambda x: x.sharding, links)
     shardings = {s: (link_shardings, opt_state_shardings(optimizers[s], links, mesh), replicated(mesh))
                  for s in optimizers}  # fmt: skip
-  objective = dict(objective=t.get("inner_objective", "cosine"), temperature=t.get("inner_temperature", 0.05))
+  objective = inner_objective_of(t)
   steps_fn = {"inner": make_inner_step(graphdef, optimizers["inner"], roles, out_shardings=shardings["inner"],
                                        **objective),
               "outer": make_outer_step(graphdef, optimizers["outer"], t.latent_steps, remat=t.remat,
