@@ -1,9 +1,11 @@
 """Latent-relay records: a fact only one agent reads, asked of an agent that never sees it.
 
 Each record has a `context` (a filler sentence and one stated fact, in either order), a `question` about the fact
-that does not contain it, and the `answer`. Facts are drawn at random, so an agent that never read the context can
-only guess: a four-digit code has 9000 values. Train and held-out files are written from disjoint pools of facts, so no
-held-out answer ever occurs in training.
+that does not contain it, the `answer`, and `gold_reader`: the reader's restating of the fact in the words a small
+instruct model uses by itself ("The code is 4716."), its own gold text for the inner stage (`gold_<role>`; without it
+the reader would be trained to open with the bare answer, which it never does). Facts are drawn at random, so an
+agent that never read the context can only guess: a four-digit code has 9000 values. Train and held-out files are
+written from disjoint pools of facts, so no held-out answer ever occurs in training.
 
 Two variants:
   * `recall`: the fact is a code; the answer is the code.
@@ -79,14 +81,16 @@ def _record(variant: str, fact, rng: np.random.Generator) -> dict:
     stated = f"The code of {name}'s {thing} is {fact}."
     question = f"What is {phrase} that the note gives?"
     answer = str(fact)
+    restated = f"The code is {fact}."
   else:
     noun, verb = _COUNTED[rng.integers(len(_COUNTED))]
     a, b = fact
     stated = f"{name} {verb} {a} {noun} in the morning and {b} {noun} in the afternoon."
     question = f"How many {noun} were {verb} that day in all?"
     answer = str(a + b)
+    restated = f"The numbers are {a} and {b}."
   sentences = [filler, stated] if rng.integers(2) else [stated, filler]  # the fact first or second
-  return {"context": " ".join(sentences), "question": question, "answer": answer}
+  return {"context": " ".join(sentences), "question": question, "answer": answer, "gold_reader": restated}
 
 
 def relay_records(variant: str, n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
