@@ -1,11 +1,11 @@
 """Latent-relay records: a fact only one agent reads, asked of an agent that never sees it.
 
 Each record has a `context` (a filler sentence and one stated fact, in either order), a `question` about the fact
-that does not contain it, the `answer`, and `gold_reader`: the reader's restating of the fact in the words a small
-instruct model uses by itself ("The code is 4716."), its own gold text for the inner stage (`gold_<role>`; without it
-the reader would be trained to open with the bare answer, which it never does). Facts are drawn at random, so an
-agent that never read the context can only guess: a four-digit code has 9000 values. Train and held-out files are
-written from disjoint pools of facts, so no held-out answer ever occurs in training.
+that does not contain it and the `answer`; training records also have `gold_reader`, the reader's restating of the
+fact in the words a small instruct model uses by itself ("The code is 4716."): its own gold text for the inner stage
+(`gold_<role>`; without it the reader would be trained to open with the bare answer, which it never does). Facts are
+drawn at random, so an agent that never read the context can only guess: a four-digit code has 9000 values. Train and
+held-out files are written from disjoint pools of facts, so no held-out answer ever occurs in training.
 
 Two variants:
   * `recall`: the fact is a code; the answer is the code.
@@ -111,7 +111,8 @@ def relay_records(variant: str, n_train: int, n_test: int, seed: int = 0) -> tup
   if len(test_pool) < n_test:
     raise ValueError(f"relay records: only {len(test_pool)} held-out facts for {variant!r}; ask for fewer")
   train = [_record(variant, train_pool[i % len(train_pool)], rng) for i in range(n_train)]
-  test = [_record(variant, f, rng) for f in test_pool[:n_test]]
+  # `gold_reader` is training text: held-out records keep only what an evaluation reads
+  test = [{k: v for k, v in _record(variant, f, rng).items() if k != "gold_reader"} for f in test_pool[:n_test]]
   return train, test
 
 
