@@ -57,21 +57,27 @@ def get_config(preset: str | None = None):
   c.inference.rounds = 1
   c.inference.latent_steps = 8
   c.generation.max_new_tokens = 12
+  # The relay's recipe (README, "The latent relay"): links scaled to the receiver's token norm, an outer link that
+  # starts by passing the reader's latents on, an inner objective that tells tokens apart, and a small outer rate
+  # (1e-3 scrambled the identity start within tens of Adam steps; 1e-4 let the fact through).
+  # (`:mixed` crosses widths, 576 -> 896, where no identity exists: its outer link starts as the release's do.)
+  c.links.update(scale_to_embeddings=True, outer_init="torch" if preset == "mixed" else "identity")
   c.train.update(
     data_path=os.path.join(DATA, variant, "train.jsonl"),
     examples=2000,
-    inner_steps=40,
+    inner_objective="contrastive",
+    inner_steps=80,
     outer_steps=150,
     batch_size=8,
-    inner_lr=1e-3,
-    outer_lr=1e-3,
+    inner_lr=1e-2,
+    outer_lr=1e-4,
     rounds=1,
     latent_steps=8,
     target_tokens=8,
-    inner_tokens=64,
+    inner_tokens=96,  # the reader's prompt and its restating of the note (`gold_reader`)
     prompt_bucket=64,
     checkpoint_every=25,
-    eval_every=25,
+    eval_every=10,
     eval_examples=32,
   )
   c.eval.update(dataset="relay", path=os.path.join(DATA, variant, "test.jsonl"), split="", limit=200, batch_size=25,

@@ -22,7 +22,10 @@ def plot(run_dir: str, out: str | None = None) -> str:
   stages = [s for s in ("inner", "outer") if any(r["stage"] == s for r in rows)]
   if not stages:
     raise ValueError(f"{path}: no training steps recorded yet")
-  labels = {"inner": "inner loop: 1 - cos (eq. 5)", "outer": "outer loop: answer cross-entropy (eq. 6)"}
+  labels = {
+    "inner": "inner loop: train.inner_objective (1 - cos is eq. 5)",
+    "outer": "outer loop: answer cross-entropy (eq. 6)",
+  }
   fig, axes = plt.subplots(1, len(stages), figsize=(5 * len(stages), 3.5), squeeze=False)
   for ax, stage in zip(axes[0], stages, strict=True):
     pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage and r["finite"]]
