@@ -18,12 +18,10 @@ def test_held_out_answers_never_occur_in_training_and_only_the_context_states_th
     numbers = re.findall(r"\d+", r["context"])
     if variant == "recall":
       assert numbers == [r["answer"]] and len(r["answer"]) == 4
-      assert r.get("gold_reader", f"The code is {r['answer']}.") == f"The code is {r['answer']}."
+      assert r.get("gold_reader") in (None, f"The code is {r['answer']}.")
     else:
       a, b = (int(n) for n in numbers)
-      assert a + b == int(r["answer"]) and r.get("gold_reader", f"The numbers are {a} and {b}.") == (
-        f"The numbers are {a} and {b}."
-      )
+      assert a + b == int(r["answer"]) and r.get("gold_reader") in (None, f"The numbers are {a} and {b}.")
     assert not re.search(r"\d", r["question"])  # the answerer's side never sees a digit of the fact
 
 

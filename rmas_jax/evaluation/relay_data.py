@@ -73,7 +73,7 @@ def _split_pools(variant: str, facts: list, n_test: int) -> tuple[list, list]:
   return train, test
 
 
-def _record(variant: str, fact, rng: np.random.Generator) -> dict:
+def _record(variant: str, fact, rng: np.random.Generator, *, training: bool) -> dict:
   name = _NAMES[rng.integers(len(_NAMES))]
   filler = _FILLER[rng.integers(len(_FILLER))]
   if variant == "recall":
@@ -90,7 +90,9 @@ def _record(variant: str, fact, rng: np.random.Generator) -> dict:
     answer = str(a + b)
     restated = f"The numbers are {a} and {b}."
   sentences = [filler, stated] if rng.integers(2) else [stated, filler]  # the fact first or second
-  return {"context": " ".join(sentences), "question": question, "answer": answer, "gold_reader": restated}
+  record = {"context": " ".join(sentences), "question": question, "answer": answer}
+  # `gold_reader` is training text: held-out records keep only what an evaluation reads
+  return {**record, "gold_reader": restated} if training else record
 
 
 def relay_records(variant: str, n_train: int, n_test: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
@@ -110,9 +112,8 @@ def relay_records(variant: str, n_train: int, n_test: int, seed: int = 0) -> tup
   train_pool, test_pool = _split_pools(variant, _fact_pools(variant, rng), n_test)
   if len(test_pool) < n_test:
     raise ValueError(f"relay records: only {len(test_pool)} held-out facts for {variant!r}; ask for fewer")
-  train = [_record(variant, train_pool[i % len(train_pool)], rng) for i in range(n_train)]
-  # `gold_reader` is training text: held-out records keep only what an evaluation reads
-  test = [{k: v for k, v in _record(variant, f, rng).items() if k != "gold_reader"} for f in test_pool[:n_test]]
+  train = [_record(variant, train_pool[i % len(train_pool)], rng, training=True) for i in range(n_train)]
+  test = [_record(variant, f, rng, training=False) for f in test_pool[:n_test]]
   return train, test
 
 
