@@ -6,7 +6,7 @@
   top-1 accuracy of each gold token (training records): what a perfect inner link could pass on at best.
 * `answerer_oracle`: the frozen answerer with the code's own token embeddings in its note slot (as the identity outer
   link would pass them: LayerNorm then the receiver's token norm) or the code as text; how often its first 16 tokens
-  are the bare code (strict) or contain it (held-out records).
+  are the bare code (strict, `score_exact`) or contain it (`lenient_score_exact`; held-out records).
 * `latents` (with `--workdir`, a trained run): the nearest token (cosine) of each latent step of the reader's `R_in`
   outputs and of the outer link's outputs, and how often the k-th digit sits at step 4 + k (after "The code is");
   then the system's strict and containing answers (held-out records).
@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "configs")]
 
 from rmas_jax.config_lib import apply_overrides, load_config  # noqa: E402
+from rmas_jax.evaluation.scoring import lenient_score_exact, score_exact  # noqa: E402
 from rmas_jax.generation.sampler import bucket, generate, generate_from_embeddings, left_pad  # noqa: E402
 from rmas_jax.prompts.slots import render_chat  # noqa: E402
 from rmas_jax.weights.pretrained import load_pretrained  # noqa: E402
@@ -56,11 +57,16 @@ def reader_forced(config, pre, records) -> list[float]:
   return [round(float(h / c), 3) for h, c in zip(hits, counts, strict=True)]
 
 
-def _scored(tok, outs, records) -> dict:
-  texts = [tok.decode(o, skip_special_tokens=True).strip() for o in outs]
-  return dict(strict=sum(t == r["answer"] for t, r in zip(texts, records, strict=True)),
-              contains=sum(r["answer"] in t for t, r in zip(texts, records, strict=True)), n=len(records),
+def _scored(texts: list[str], records) -> dict:
+  # the relay's own scorers: strict as eval.py scores it, "contains" as its lenient (official) rule
+  pairs = list(zip(texts, records, strict=True))
+  return dict(strict=sum(score_exact(t, r["answer"]) for t, r in pairs),
+              contains=sum(lenient_score_exact(t, r["answer"]) for t, r in pairs), n=len(records),
               examples=texts[:3])  # fmt: skip
+
+
+def _decoded(tok, outs) -> list[str]:
+  return [tok.decode(o, skip_special_tokens=True).strip() for o in outs]
 
 
 def answerer_oracle(config, pre, records) -> dict:
@@ -71,7 +77,7 @@ def answerer_oracle(config, pre, records) -> dict:
   ids_of = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
   text_ids = [ids_of(render_chat(tok, p["system"], u.replace("{note}", r["answer"])))
               for u, r in zip(user, records, strict=True)]  # fmt: skip
-  out = dict(text=_scored(tok, generate(model, text_ids, max_new_tokens=16, stop_ids=stops), records))
+  out = dict(text=_scored(_decoded(tok, generate(model, text_ids, max_new_tokens=16, stop_ids=stops)), records))
   table = model.input_embedding_matrix()
   norm = float(jnp.mean(jnp.linalg.norm(table, axis=-1)))
 
@@ -88,7 +94,7 @@ def answerer_oracle(config, pre, records) -> dict:
   embeds = jnp.stack([jnp.pad(x, ((t - x.shape[0], 0), (0, 0))) for x in rows])
   mask = jnp.stack([jnp.arange(t) >= t - x.shape[0] for x in rows])
   outs = generate_from_embeddings(model, embeds, mask, max_new_tokens=16, stop_ids=stops)
-  out["digit_embeddings"] = _scored(tok, outs, records)
+  out["digit_embeddings"] = _scored(_decoded(tok, outs), records)
   return out
 
 
@@ -117,7 +123,7 @@ def latents(config, workdir: str, records) -> dict:
                                                      for w, r in zip(words, records, strict=True)])), 3)
                                 for k in range(min(4, steps - 4))],
       example=words[0])  # fmt: skip
-  out["answers"] = _scored(tok, [tok(a.text, add_special_tokens=False)["input_ids"] for a in res.answers], records)
+  out["answers"] = _scored([a.text for a in res.answers], records)
   return out
 
 
