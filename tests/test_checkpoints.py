@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -224,6 +225,30 @@ def test_fingerprint_mismatch_refuses_the_directory(tmp_path):
     CheckpointStore(tmp_path, fingerprint=other)
   with CheckpointStore(tmp_path, fingerprint=FP) as store:
     assert store.latest_step() == 1
+
+
+def test_a_mismatch_names_the_fields_that_differ(tmp_path):
+  # The run file keeps what the fingerprint hashes, so the refusal says what to set instead of only "different".
+  links, opt_state = _trained()
+  fields = {"agents": ["planner", "critic"], "train": {"inner_steps": 3, "batch_size": 2}}
+  with CheckpointStore(tmp_path, fingerprint=fingerprint_of(fields), fields=fields) as store:
+    store.save(1, links, opt_state, {})
+  wanted = {"agents": ["planner", "critic"], "train": {"inner_steps": 30, "batch_size": 2}}
+  with pytest.raises(CheckpointMismatchError) as e:
+    CheckpointStore(tmp_path, fingerprint=fingerprint_of(wanted), fields=wanted)
+  assert "\n" not in str(e.value)
+  assert "train.inner_steps: 3 there, 30 now" in str(e.value) and "batch_size" not in str(e.value)
+
+
+def test_an_older_run_file_gains_the_fields_when_it_matches(tmp_path):
+  links, opt_state = _trained()
+  fields = {"agents": ["planner"], "train": {"rounds": 2}}
+  with CheckpointStore(tmp_path, fingerprint=fingerprint_of(fields)) as store:  # written without fields
+    store.save(1, links, opt_state, {})
+  with CheckpointStore(tmp_path, fingerprint=fingerprint_of(fields), fields=fields):
+    pass
+  with open(tmp_path / "rmas_checkpoint_run.json") as f:
+    assert json.load(f)["fields"] == fields
 
 
 def test_fingerprint_ignores_key_order():

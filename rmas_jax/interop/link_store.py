@@ -106,9 +106,8 @@ def save_links(config, system: System, workdir: str, meta: dict) -> int:
     ValueError: the workdir already holds checkpoints (nothing is overwritten) or the save was refused.
   """
   from rmas_jax.sharding.placement import init_opt_state
-  from rmas_jax.training.checkpoints import CheckpointStore
   from rmas_jax.training.optimizer import split_links, stage_optimizer
-  from rmas_jax.training.trainer import StagePlan, run_fingerprint
+  from rmas_jax.training.trainer import StagePlan, run_store
 
   t = config.train
   plan = StagePlan(t.inner_steps, t.outer_steps)
@@ -117,7 +116,7 @@ def save_links(config, system: System, workdir: str, meta: dict) -> int:
   _, links, _ = split_links(system)
   opt_state = init_opt_state(stage_optimizer(stage, t, plan.steps_in(stage)), links, None)
   directory = checkpoint_dir(workdir)
-  with CheckpointStore(directory, fingerprint=run_fingerprint(config), keep=t.keep) as store:
+  with run_store(directory, config, keep=t.keep) as store:
     if store.latest_step() is not None:
       raise ValueError(f"{directory}: holds checkpoints already (step {store.latest_step()}); convert into a new "
                        "--workdir (nothing is overwritten)")  # fmt: skip

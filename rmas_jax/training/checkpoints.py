@@ -113,13 +113,16 @@ class CheckpointStore:
     CheckpointMismatchError: `directory` holds checkpoints made with a different fingerprint.
   """
 
-  def __init__(self, directory: str | os.PathLike, *, fingerprint: str, keep: int = 3):
+  def __init__(
+    self, directory: str | os.PathLike, *, fingerprint: str, keep: int = 3, fields: Mapping[str, Any] | None = None
+  ):
     if keep < 1:
       raise ValueError(f"keep: {keep}; expected >= 1")
     if not fingerprint:
       raise ValueError("fingerprint: empty; expected e.g. fingerprint_of(<the config's link-design fields>)")
     self.directory = os.path.abspath(os.fspath(directory))
     self.fingerprint = fingerprint
+    self.fields = None if fields is None else _jsonable(dict(fields))
     os.makedirs(self.directory, exist_ok=True)
     self._remove_unfinished_saves()
     options = ocp.CheckpointManagerOptions(
@@ -375,11 +378,12 @@ class CheckpointStore:
 
   def _check_run_fingerprint(self) -> None:
     run_file = os.path.join(self.directory, _RUN_FILE)
-    stored, where = None, None
+    stored, where, stored_fields = None, None, None
     if os.path.isfile(run_file):
       try:
         with open(run_file) as f:
-          stored = json.load(f)["fingerprint"]
+          record = json.load(f)
+        stored, stored_fields = record["fingerprint"], record.get("fields")
         where = _RUN_FILE
       except (OSError, ValueError, KeyError, TypeError) as e:
         # A torn run file must not lock the run out: the checkpoints carry the fingerprint too, and the next save
@@ -398,19 +402,33 @@ class CheckpointStore:
         break
       if where is None:
         return
+    if stored == self.fingerprint and stored_fields is None and where == _RUN_FILE and self.fields is not None:
+      self._write_run_file()  # an older run file: add the fields, so a later mismatch can be named
     if stored != self.fingerprint:
+      differs = _field_difference(stored_fields, self.fields)
+      what = (f"{differs}" if differs else
+              f"{where} has fingerprint {stored!r}, this run's is {self.fingerprint!r}")  # fmt: skip
       raise CheckpointMismatchError(
-        f"{self.directory}: holds checkpoints of a different run ({where} has fingerprint {stored!r}, this run's is "
-        f"{self.fingerprint!r}); the link design changed, so use a new directory"
+        f"{self.directory}: holds checkpoints of a different run ({what}); use the settings it was made with, or "
+        f"a new directory"
       )
 
   def _claim_directory(self) -> None:
     run_file = os.path.join(self.directory, _RUN_FILE)
     if jax.process_index() != 0 or os.path.isfile(run_file):
       return
+    self._write_run_file()
+
+  def _write_run_file(self) -> None:
+    if jax.process_index() != 0:
+      return
+    run_file = os.path.join(self.directory, _RUN_FILE)
     tmp = f"{run_file}.tmp-{os.getpid()}"
     with open(tmp, "w") as f:
-      json.dump({"fingerprint": self.fingerprint, "created": time.time()}, f)
+      record = {"fingerprint": self.fingerprint, "created": time.time()}
+      if self.fields is not None:  # what the fingerprint hashes, so a mismatch can be named
+        record["fields"] = self.fields
+      json.dump(record, f)
     os.replace(tmp, run_file)  # atomic, so a reader never sees half a file
 
   def _read_meta(self, step: int) -> dict[str, Any]:
@@ -559,6 +577,20 @@ def _verify(trees: Mapping[str, Any], hashes: Mapping[str, Mapping[str, str]] | 
   if bad is not None:
     return f"{bad} holds NaN or inf, which no save writes"
   return None
+
+
+def _field_difference(stored: Any, wanted: Any, prefix: str = "") -> str | None:
+  """`key: A there, B now` for the first fields (at most three) in which two fingerprint payloads differ."""
+  if not isinstance(stored, dict) or not isinstance(wanted, dict):
+    return None
+  parts = []
+  for key in sorted(set(stored) | set(wanted)):
+    a, b = stored.get(key, "(unset)"), wanted.get(key, "(unset)")
+    if a == b:
+      continue
+    inner = _field_difference(a, b, f"{prefix}{key}.") if isinstance(a, dict) and isinstance(b, dict) else None
+    parts.append(inner or f"{prefix}{key}: {json.dumps(a)} there, {json.dumps(b)} now")
+  return "; ".join(parts[:3]) or None
 
 
 def _first_line(e: BaseException) -> str:

@@ -338,7 +338,7 @@ class StageData:
         yield self._outer_batch([pool[(i + k) % len(pool)] for k in range(bs)])
 
 
-def run_fingerprint(config) -> str:
+def run_fields(config) -> dict:
   """What must match for a checkpoint to be resumed: agents, pattern, links, training mode, the inner stage's length
   (it fixes where the outer stage starts) and the shape of a step. The outer step count is left out, so a finished
   run can be extended: its cosine schedule is then laid over the new total, and the steps after the resume follow
@@ -349,10 +349,22 @@ def run_fingerprint(config) -> str:
   objective = inner_objective_of(t)
   extra = {} if objective["objective"] == "cosine" else dict(
     inner_objective=objective["objective"], inner_temperature=objective["temperature"])  # fmt: skip
-  return fingerprint_of(dict(agents=[dict(a) for a in config.agents], style=config.style,
-                             pattern=config.get("pattern") and config.pattern.to_dict(), links=links,
-                             mode=t.mode, inner_steps=t.inner_steps, batch_size=t.batch_size, rounds=t.rounds,
-                             latent_steps=t.latent_steps, **extra))  # fmt: skip
+  return dict(agents=[dict(a) for a in config.agents], style=config.style,
+              pattern=config.get("pattern") and config.pattern.to_dict(), links=links,
+              train=dict(mode=t.mode, inner_steps=t.inner_steps, batch_size=t.batch_size, rounds=t.rounds,
+                         latent_steps=t.latent_steps, **extra))  # fmt: skip
+
+
+def run_fingerprint(config) -> str:
+  """The hash of `run_fields`, laid out as it always was so that existing run directories keep theirs."""
+  fields = run_fields(config)
+  return fingerprint_of(dict({k: v for k, v in fields.items() if k != "train"}, **fields["train"]))
+
+
+def run_store(directory: str, config, **kwargs) -> CheckpointStore:
+  """The checkpoint store of a run directory, keyed by the config's `run_fingerprint` and naming, on a mismatch,
+  which of `run_fields` differ."""
+  return CheckpointStore(directory, fingerprint=run_fingerprint(config), fields=run_fields(config), **kwargs)
 
 
 class MetricsLog:
@@ -429,8 +441,8 @@ def _train(config, workdir: str, loaded: LoadedSystem | None, progress: bool, me
   if not examples:
     raise ValueError("config.train: the training set is empty")
 
-  store = CheckpointStore(os.path.join(workdir, "checkpoints"), fingerprint=run_fingerprint(config), keep=t.keep)
-  best_store = CheckpointStore(os.path.join(workdir, BEST_DIR), fingerprint=run_fingerprint(config), keep=1)
+  store = run_store(os.path.join(workdir, "checkpoints"), config, keep=t.keep)
+  best_store = run_store(os.path.join(workdir, BEST_DIR), config, keep=1)
   opt_for = lambda step: init_opt_state(optimizers[plan.stage(max(step - 1, 0))], links, mesh)  # noqa: E731
   # The templates carry this run's layouts, so a checkpoint written on another mesh is read onto this one. Damaged
   # checkpoints are verified away: moved aside with one log line, and the newest intact one resumed.
@@ -578,7 +590,7 @@ def restore_links(config, system, workdir: str, which: str = "latest") -> int | 
     return None
   t = config.train
   plan = StagePlan(t.inner_steps, t.outer_steps)
-  with CheckpointStore(directory, fingerprint=run_fingerprint(config), keep=t.keep) as store:
+  with run_store(directory, config, keep=t.keep) as store:
     _, links, _ = split_links(system)
 
     def opt_for(step):  # the layouts the links have (sharded or not); the best links are kept in the outer stage
