@@ -47,14 +47,16 @@ def base_config() -> ml_collections.ConfigDict:
   # of the lowest held-out answer loss are kept in `checkpoints_best/` (`eval.checkpoint="best"`). `round_credit`:
   # each outer step also logs the gradient norm that reaches the links through each round (`round_grad_norms`).
   # `inner_objective`: "cosine" (eq. 5) or "contrastive" (ours: the gold token among all tokens, by cosine at
-  # `inner_temperature`; see `training.objectives.inner_loss`).
+  # `inner_temperature`; see `training.objectives.inner_loss`). `max_skipped`: a step whose loss or gradient is not
+  # finite is skipped; this many in a row stop the run with an error (0: never), so a run that cannot learn is not
+  # reported finished.
   c.train = ml_collections.ConfigDict(
     dict(mode="rollout", dataset="gsm_symbolic", data_path="", fields={}, examples=2000, inner_steps=30,
          outer_steps=12, batch_size=2, inner_lr=5e-4, outer_lr=5e-4, warmup=0.05, b1=0.9, b2=0.95, weight_decay=0.0,
          clip=1.0, rounds=2, latent_steps=4, target="gold", target_tokens=256, inner_prompts="role",
          inner_tokens=512, prompt_bucket=256, checkpoint_every=5, keep=3, remat=True, scan_layers=True,
          eval_every=0, eval_examples=32, eval_path="", round_credit=True, inner_objective="cosine",
-         inner_temperature=0.05)  # fmt: skip
+         inner_temperature=0.05, max_skipped=3)  # fmt: skip
   )
   # Evaluation (`eval.py`): dataset by name (gsm_symbolic, math500, gpqa_diamond, ...) or a local file in `path`.
   # `split`: "" is the dataset's own default (gsm_symbolic and dataset folders: test; a single file has none).

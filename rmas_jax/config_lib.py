@@ -47,6 +47,7 @@ INT_AT_LEAST: dict[str, int] = {
   "train.keep": 1,
   "train.eval_every": 0,
   "train.eval_examples": 0,
+  "train.max_skipped": 0,
   "eval.limit": 0,
   "eval.rounds": 0,
   "eval.latent_steps": 0,

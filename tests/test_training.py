@@ -275,6 +275,36 @@ def test_teacher_forced_outer_loss_and_gradients(setup):
   assert total(g1["outer"]["learner_to_expert"]) == 0
 
 
+def test_non_finite_steps_in_a_row_stop_the_run(tmp_path, monkeypatch):
+  """`train.max_skipped` non-finite steps in a row end the run with an error naming them and the step a rerun
+  resumes from, instead of a summary that counts skipped updates (the sequential default once skipped every outer
+  step this way and exited 0). Fewer than that are skipped and the run goes on."""
+  config = load_config("configs/tiny.py:custom")
+  config.train.update(inner_steps=6, outer_steps=0, checkpoint_every=1, examples=8, max_skipped=3)
+  real = trainer.make_inner_step
+  schedule = {1, 3, 4, 5}  # the steps (calls) reported non-finite
+
+  def flagged(*args, **kwargs):
+    step_fn = real(*args, **kwargs)
+    calls = iter(range(100))
+
+    def wrapped(links, frozen, opt_state, batch):
+      copies = jax.tree.map(jnp.copy, (links, opt_state))  # the step donates its inputs
+      new_links, new_state, m = step_fn(copies[0], frozen, copies[1], batch)
+      if next(calls) in schedule:  # as `_apply_if_finite` leaves them: nothing changes
+        return links, opt_state, dict(m, finite=jnp.asarray(False))
+      return new_links, new_state, m
+
+    return wrapped
+
+  monkeypatch.setattr(trainer, "make_inner_step", flagged)
+  with pytest.raises(trainer.TrainingIncompleteError, match=r"steps 3-5 \(inner\) gave a non-finite loss or gradient "
+                     r"3 times in a row .*the newest checkpoint is step 5 and a rerun resumes there"):  # fmt: skip
+    trainer.train(config, str(tmp_path), progress=False)
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["finite"] for r in records] == [True, False, True, False, False, False]
+
+
 def test_a_lost_final_save_is_an_error_not_a_finished_run(tmp_path, monkeypatch):
   """When the last step's checkpoint is not written (here: the store refuses it, as it does for non-finite links),
   the run raises, naming the step a rerun resumes from, instead of returning a summary (exit 0 in train.py)."""

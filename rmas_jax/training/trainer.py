@@ -508,7 +508,8 @@ def _train(config, workdir: str, loaded: LoadedSystem | None, progress: bool, me
     from tqdm import tqdm
 
     bar = tqdm(total=plan.total, initial=start, desc="train", unit="step", dynamic_ncols=True)
-  skipped, last, saved = 0, {}, start
+  skipped, in_a_row, last, saved = 0, 0, {}, start
+  max_skipped = t.get("max_skipped", 3)
   try:
     for step in range(start, plan.total):
       stage = plan.stage(step)
@@ -521,6 +522,7 @@ def _train(config, workdir: str, loaded: LoadedSystem | None, progress: bool, me
       loss, finite = float(m["loss"]), bool(m["finite"])
       seconds = time.perf_counter() - tick
       skipped += not finite
+      in_a_row = 0 if finite else in_a_row + 1
       if not finite:
         log.warning("step %d: non-finite loss or gradient (loss=%s); update skipped", step, loss)
       last = dict(step=step, stage=stage, loss=loss, grad_norm=float(m["grad_norm"]), finite=finite, seconds=seconds)
@@ -531,6 +533,12 @@ def _train(config, workdir: str, loaded: LoadedSystem | None, progress: bool, me
       done = step + 1
       if heldout and (done % t.eval_every == 0 or done == plan.inner or done == plan.total):
         evaluate_heldout(done, stage)
+      if max_skipped and in_a_row >= max_skipped:
+        raise TrainingIncompleteError(
+          f"{workdir}: steps {done - in_a_row}-{step} ({stage}) gave a non-finite loss or gradient {in_a_row} "
+          f"times in a row (train.max_skipped={max_skipped}; last {_described(last)}) and were skipped; the "
+          f"newest checkpoint is step {saved} and a rerun resumes there"
+        )
       if done % t.checkpoint_every == 0 or done == plan.inner or done == plan.total:
         if store.save(done, links, opt_state, {"data_position": done * t.batch_size, "stage": stage,
                                                "config": config}):  # fmt: skip
@@ -550,6 +558,12 @@ def _train(config, workdir: str, loaded: LoadedSystem | None, progress: bool, me
                                   f"step {saved}); the run is not finished and a rerun resumes there")  # fmt: skip
   nnx.update(system, links)
   return dict(steps=plan.total, resumed_from=start, skipped=skipped, last=last, best=best)
+
+
+def _described(step_record: dict) -> str:
+  """`loss=..., grad_norm=..., round_grad_norms=[...]` of a metrics record, for one error line."""
+  keys = ("loss", "grad_norm", "round_grad_norms")
+  return ", ".join(f"{k}={step_record[k]}" for k in keys if k in step_record)
 
 
 def _read_best(workdir: str, start: int) -> dict | None:
