@@ -406,18 +406,15 @@ class CheckpointStore:
       self._write_run_file()  # an older run file: add the fields, so a later mismatch can be named
     if stored != self.fingerprint:
       differs = _field_difference(stored_fields, self.fields)
-      what = (f"{differs}" if differs else
-              f"{where} has fingerprint {stored!r}, this run's is {self.fingerprint!r}")  # fmt: skip
+      what = differs or f"{where} has fingerprint {stored!r}, this run's is {self.fingerprint!r}"
       raise CheckpointMismatchError(
         f"{self.directory}: holds checkpoints of a different run ({what}); use the settings it was made with, or "
         f"a new directory"
       )
 
   def _claim_directory(self) -> None:
-    run_file = os.path.join(self.directory, _RUN_FILE)
-    if jax.process_index() != 0 or os.path.isfile(run_file):
-      return
-    self._write_run_file()
+    if not os.path.isfile(os.path.join(self.directory, _RUN_FILE)):
+      self._write_run_file()
 
   def _write_run_file(self) -> None:
     if jax.process_index() != 0:
