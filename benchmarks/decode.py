@@ -79,7 +79,7 @@ def _matvec_rows(w, x):
 
 @jax.jit
 def _matvec_cols(x, w):
-  # The projections' access pattern: a vector times a kernel stored [in, out].
+  # A vector times a matrix stored [in, out] (`nnx.Linear`'s layout; our projections are [out, in], like the head).
   return x @ w
 
 

@@ -107,13 +107,13 @@ def main(data_path: str, train_json: str, workdir: str, out_path: str) -> None:
     )
     agent = state["agents"]["reviewer"]["backbone"]
     result["specs"] = {
-      "q_proj": spec_of(agent, "layers", "self_attn", "q_proj", "kernel"),
-      "down_proj": spec_of(agent, "layers", "mlp", "down_proj", "kernel"),
+      "q_proj": spec_of(agent, "layers", "self_attn", "q_proj", "weight"),
+      "down_proj": spec_of(agent, "layers", "mlp", "down_proj", "weight"),
       "embedding": spec_of(agent, "embed_tokens", "embedding"),
       "norm": spec_of(agent, "norm", "weight"),
       "link_kernel": spec_of(state["outer"]["drafter_to_reviewer"], "proj1", "kernel"),
     }
-    kernel = agent["layers"]["self_attn"]["q_proj"]["kernel"].get_value()
+    kernel = agent["layers"]["self_attn"]["q_proj"]["weight"].get_value()
     result["q_proj_shard_shape"] = list(kernel.addressable_shards[0].data.shape)
     result["q_proj_shape"] = list(kernel.shape)
     train(config, os.path.join(workdir, "mesh"), loaded=sharded, progress=False)

@@ -80,7 +80,7 @@ def write_checkpoint(model, config: dict, directory: str, shards: int = 1) -> di
     layers = range(array.shape[0]) if stacked else [None]
     for i in layers:
       a = array[i] if i is not None else array
-      tensors[hf_name(path, "model.", i)] = np.ascontiguousarray(a.T if path[-1] == "kernel" else a)
+      tensors[hf_name(path, "model.", i)] = np.ascontiguousarray(a)
   os.makedirs(directory, exist_ok=True)
   with open(os.path.join(directory, "config.json"), "w") as f:
     json.dump(config, f)

@@ -56,19 +56,20 @@ def test_every_backbone_leaf_gets_axes_of_its_rank(family, scan):
     assert len(axes) == len(leaf.shape)
     assert (axes[0] == "layers") == (scan and names[0] == "layers")  # stacked layers lead with the layer axis
     by_name["/".join(names[-2:])] = axes[1:] if axes[0] == "layers" else axes
-  assert by_name["q_proj/kernel"] == ("embed", "heads") and by_name["o_proj/kernel"] == ("heads", "embed")
-  assert by_name["k_proj/kernel"] == ("embed", "kv_heads") and by_name["down_proj/kernel"] == ("mlp", "embed")
+  # projection weights are [out, in] (HF's layout)
+  assert by_name["q_proj/weight"] == ("heads", "embed") and by_name["o_proj/weight"] == ("embed", "heads")
+  assert by_name["k_proj/weight"] == ("kv_heads", "embed") and by_name["down_proj/weight"] == ("embed", "mlp")
   assert by_name["embed_tokens/embedding"] == ("vocab", "embed")
-  assert all(v == ("norm",) for k, v in by_name.items() if k.endswith("/weight"))
+  assert all(v == ("norm",) for k, v in by_name.items() if k.endswith("norm/weight"))
 
 
 def test_link_leaves_are_links_and_backbones_are_backbones():
   sizes = {"data": 1, "fsdp": 4, "tensor": 1}
   link = ("outer", "a_to_b", "proj1", "kernel")
-  backbone = ("agents", "a", "backbone", "layers", "mlp", "up_proj", "kernel")
+  backbone = ("agents", "a", "backbone", "layers", "mlp", "up_proj", "weight")
   assert system_axes(link, 2) == ("link_in", "link_out")
   assert system_axes(("agents", "a", "inner", "proj1", "bias"), 1) == ("link_out",)
-  assert system_axes(backbone, 3) == ("layers", "embed", "mlp")
+  assert system_axes(backbone, 3) == ("layers", "mlp", "embed")
   assert spec_for(system_axes(link, 2), (64, 64), sizes) == P()  # links replicated by default
 
 
@@ -160,11 +161,11 @@ def test_eight_devices_train_ask_and_restore_like_one(runs):
   r = runs["worker"]
   assert r["devices"] == 8 and r["weights_equal"]
   # Backbones FSDP x tensor, norms replicated, links (here) over (tensor, fsdp); shards are a quarter of q_proj.
-  assert r["specs"] == {"q_proj": "P(None, 'fsdp', 'tensor')", "down_proj": "P(None, 'tensor', 'fsdp')",
+  assert r["specs"] == {"q_proj": "P(None, 'tensor', 'fsdp')", "down_proj": "P(None, 'fsdp', 'tensor')",
                         "embedding": "P('tensor', 'fsdp')", "norm": "P()",
                         "link_kernel": "P('tensor', 'fsdp')"}  # fmt: skip
-  layers, din, dout = r["q_proj_shape"]
-  assert r["q_proj_shard_shape"] == [layers, din // 2, dout // 2]
+  layers, dout, din = r["q_proj_shape"]
+  assert r["q_proj_shard_shape"] == [layers, dout // 2, din // 2]
   assert r["trained_link_spec"] == "P('tensor', 'fsdp')"  # the step keeps the links' layout
   one, mesh = r["one_device"], r["mesh_222"]
   assert [m["stage"] for m in one] == [m["stage"] for m in mesh] == ["inner", "outer"]

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from rmas_jax.models.layers import RMSNorm
+from rmas_jax.models.layers import Linear, RMSNorm
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -187,8 +187,7 @@ class GatedDeltaNet(nnx.Module):
     self.conv_dim = 2 * self.key_dim + self.value_dim
     self.chunk = cfg.chunk_size
     self.form = cfg.delta_rule_form
-    linear = lambda din, dout: nnx.Linear(din, dout, use_bias=False, dtype=dtype, param_dtype=dtype,  # noqa: E731
-                                          kernel_init=nnx.initializers.normal(0.02), rngs=rngs)  # fmt: skip
+    linear = lambda din, dout: Linear(din, dout, bias=False, dtype=dtype, rngs=rngs)  # noqa: E731
     self.in_proj_qkv = linear(d, self.conv_dim)
     self.in_proj_z = linear(d, self.value_dim)
     self.in_proj_b = linear(d, self.num_v_heads)

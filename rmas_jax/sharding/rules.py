@@ -1,7 +1,7 @@
 """Logical axis names, the one table mapping them to mesh axes, and the parameter paths that carry them.
 
 Model code never names mesh axes. A backbone weight's logical axes follow from its path in the NNX state (our
-modules carry HF's names: `q_proj/kernel` is `[embed, heads]`), activations and caches name theirs where they are
+modules carry HF's names: `q_proj/weight` is `[heads, embed]`), activations and caches name theirs where they are
 made, and `RULES` turns logical names into mesh axes (MaxText's `logical_axis_rules`, in small):
 
 * `batch` over (`data`, `fsdp`): data parallel, and FSDP's batch split;
@@ -122,31 +122,31 @@ def shard_shape(shape: Sequence[int], spec: PartitionSpec, axis_sizes: Mapping[s
 
 # ----- parameter paths -> logical axes -----
 
-# (module name, leaf name) -> logical axes of the unstacked leaf. Kernels are `[in, out]`.
+# (module name, leaf name) -> logical axes of the unstacked leaf. Projection weights are `[out, in]` (HF's layout).
 _BACKBONE: dict[tuple[str, str], tuple[str | None, ...]] = {
   ("embed_tokens", "embedding"): ("vocab", "embed"),
-  ("q_proj", "kernel"): ("embed", "heads"),
+  ("q_proj", "weight"): ("heads", "embed"),
   ("q_proj", "bias"): ("heads",),
-  ("k_proj", "kernel"): ("embed", "kv_heads"),
+  ("k_proj", "weight"): ("kv_heads", "embed"),
   ("k_proj", "bias"): ("kv_heads",),
-  ("v_proj", "kernel"): ("embed", "kv_heads"),
+  ("v_proj", "weight"): ("kv_heads", "embed"),
   ("v_proj", "bias"): ("kv_heads",),
-  ("o_proj", "kernel"): ("heads", "embed"),
+  ("o_proj", "weight"): ("embed", "heads"),
   ("o_proj", "bias"): ("norm",),
-  ("gate_proj", "kernel"): ("embed", "mlp"),
+  ("gate_proj", "weight"): ("mlp", "embed"),
   ("gate_proj", "bias"): ("mlp",),
-  ("up_proj", "kernel"): ("embed", "mlp"),
+  ("up_proj", "weight"): ("mlp", "embed"),
   ("up_proj", "bias"): ("mlp",),
-  ("down_proj", "kernel"): ("mlp", "embed"),
+  ("down_proj", "weight"): ("embed", "mlp"),
   ("down_proj", "bias"): ("norm",),
   # Gated DeltaNet (Qwen3.5 / Qwen3-Next names): input projections split their heads, the output one mirrors.
-  ("in_proj_qkvz", "kernel"): ("embed", "heads"),
-  ("in_proj_ba", "kernel"): ("embed", "heads"),
-  ("in_proj_qkv", "kernel"): ("embed", "heads"),
-  ("in_proj_z", "kernel"): ("embed", "heads"),
-  ("in_proj_a", "kernel"): ("embed", "heads"),
-  ("in_proj_b", "kernel"): ("embed", "heads"),
-  ("out_proj", "kernel"): ("heads", "embed"),
+  ("in_proj_qkvz", "weight"): ("heads", "embed"),
+  ("in_proj_ba", "weight"): ("heads", "embed"),
+  ("in_proj_qkv", "weight"): ("heads", "embed"),
+  ("in_proj_z", "weight"): ("heads", "embed"),
+  ("in_proj_a", "weight"): ("heads", "embed"),
+  ("in_proj_b", "weight"): ("heads", "embed"),
+  ("out_proj", "weight"): ("embed", "heads"),
 }
 
 

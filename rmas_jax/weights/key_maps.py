@@ -1,8 +1,8 @@
-"""HF tensor names to the paths of our NNX state, and the layout changes between them.
+"""HF tensor names to the paths of our NNX state.
 
-Our sub-modules carry HF's names, so the map is derived from the model's own state: a stacked layer leaf
-`layers/<module path>/<leaf>` is HF's `model.layers.<i>.<module path>.<weight|bias>`; `kernel` leaves are HF
-`Linear.weight` transposed.
+Our sub-modules carry HF's names and HF's layouts (projection weights `[out, in]`), so the map is derived from the
+model's own state: a stacked layer leaf `layers/<module path>/<leaf>` is HF's
+`model.layers.<i>.<module path>.<leaf>`, and tensors load as they are stored.
 """
 
 from __future__ import annotations
@@ -36,19 +36,13 @@ def hf_name(path: tuple[str, ...], prefix: str, layer: int | None = None) -> str
     return "language_model.lm_head.weight" if prefix == "language_model.model." else "lm_head.weight"
   if path == ("embed_tokens", "embedding"):
     return prefix + "embed_tokens.weight"
-  # Linear kernels, norm and conv weights are HF `weight`s; other parameters keep their names (`A_log`, `dt_bias`).
-  leaf = "weight" if path[-1] in ("kernel", "weight") else path[-1]
+  leaf = path[-1]  # `weight`, `bias` and the names HF gives other parameters (`A_log`, `dt_bias`)
   if path[0] == "layers" and isinstance(path[1], int):  # one array per layer: the index is in the path
     layer, path = path[1], ("layers",) + path[2:]
   modules = ".".join(path[1:-1] if path[0] == "layers" else path[:-1])
   if path[0] == "layers":
     return f"{prefix}layers.{layer}.{modules}.{leaf}"
   return f"{prefix}{modules}.{leaf}"
-
-
-def to_ours(path: tuple[str, ...], array: np.ndarray) -> np.ndarray:
-  """HF layout to ours: linear kernels are transposed to `[in, out]`."""
-  return array.T if path[-1] == "kernel" else array
 
 
 def load_tree(
@@ -86,11 +80,9 @@ def load_tree(
       raise ModelLoadError(f"{where}: missing tensor {name!r}")
     used.add(name)
     bar.update(1)
-    array = to_ours(path, np.asarray(get(name)))
+    array = np.asarray(get(name))
     if array.shape != shape:
-      flip = path[-1] == "kernel"  # report shapes in the checkpoint's own layout
-      got, want = (array.shape[::-1], shape[::-1]) if flip else (array.shape, shape)
-      raise ModelLoadError(f"{where}: tensor {name!r} has shape {got}, expected {want}")
+      raise ModelLoadError(f"{where}: tensor {name!r} has shape {array.shape}, expected {shape}")
     return array.astype(dtype)
 
   def fill(node, path):
