@@ -75,9 +75,9 @@ def apply_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
 class Linear(nnx.Module):
   """`x W^T + b` with `W` stored `[out, in]`, the layout of HF's `Linear.weight`.
 
-  Why not `nnx.Linear` (`[in, out]`): on XLA's CPU backend a one-token step reads an `[out, in]` matrix about
-  30 % faster (24 Qwen2.5-0.5B MLPs at batch 1: 64 ms against 91 ms; prefill equal), and checkpoints load
-  without a transpose."""
+  Why not `nnx.Linear` (`[in, out]`): XLA's CPU backend runs one-token steps faster on `[out, in]` matrices
+  (`benchmarks/projection_layout.py`, Qwen2.5-0.5B's 24 MLPs: 54 against 94 ms at batch 1, 179 against 202 ms at
+  batch 4, a 128-token prefill 4 % slower), and checkpoints load without a transpose."""
 
   def __init__(self, din: int, dout: int, *, bias: bool, dtype, rngs: nnx.Rngs):
     self.weight = nnx.Param(nnx.initializers.normal(0.02)(rngs.params(), (dout, din), dtype))
@@ -89,19 +89,15 @@ class Linear(nnx.Module):
     return y if self.bias is None else y + self.bias[...]
 
 
-def _linear(din: int, dout: int, bias: bool, cfg_dtype, rngs: nnx.Rngs) -> Linear:
-  return Linear(din, dout, bias=bias, dtype=cfg_dtype, rngs=rngs)
-
-
 class MLP(nnx.Module):
   """Gated feed-forward: `down(act(gate(x)) * up(x))`, SwiGLU or GeGLU with tanh-GELU."""
 
   def __init__(self, cfg: ArchConfig, *, dtype, rngs: nnx.Rngs):
     d, f = cfg.hidden_size, cfg.intermediate_size
     self.activation = cfg.activation
-    self.gate_proj = _linear(d, f, cfg.mlp_bias, dtype, rngs)
-    self.up_proj = _linear(d, f, cfg.mlp_bias, dtype, rngs)
-    self.down_proj = _linear(f, d, cfg.mlp_bias, dtype, rngs)
+    self.gate_proj = Linear(d, f, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
+    self.up_proj = Linear(d, f, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
+    self.down_proj = Linear(f, d, bias=cfg.mlp_bias, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     gate = self.gate_proj(x)
@@ -117,10 +113,10 @@ class Attention(nnx.Module):
     self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, hd
     self.scale = cfg.scale
     self.softcap = cfg.attn_logit_softcap
-    self.q_proj = _linear(d, cfg.num_heads * hd, cfg.qkv_bias, dtype, rngs)
-    self.k_proj = _linear(d, cfg.num_kv_heads * hd, cfg.qkv_bias, dtype, rngs)
-    self.v_proj = _linear(d, cfg.num_kv_heads * hd, cfg.qkv_bias, dtype, rngs)
-    self.o_proj = _linear(cfg.num_heads * hd, d, cfg.o_bias, dtype, rngs)
+    self.q_proj = Linear(d, cfg.num_heads * hd, bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
+    self.k_proj = Linear(d, cfg.num_kv_heads * hd, bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
+    self.v_proj = Linear(d, cfg.num_kv_heads * hd, bias=cfg.qkv_bias, dtype=dtype, rngs=rngs)
+    self.o_proj = Linear(cfg.num_heads * hd, d, bias=cfg.o_bias, dtype=dtype, rngs=rngs)
     if cfg.qk_norm:
       self.q_norm = RMSNorm(hd, eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=dtype)
       self.k_norm = RMSNorm(hd, eps=cfg.rms_norm_eps, offset=cfg.norm_offset, param_dtype=dtype)

@@ -144,10 +144,6 @@ class Qwen3_5Config:
     return self.num_layers * per_layer + self.num_attention_layers * attn + self.num_linear_layers * linear + embed + d
 
 
-def _linear(din: int, dout: int, bias: bool, dtype, rngs: nnx.Rngs) -> Linear:
-  return Linear(din, dout, bias=bias, dtype=dtype, rngs=rngs)
-
-
 def _partial_rope(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
   """Rotates the first `cos.shape[-1]` dims of each head of `x [B, T, N, hd]`; the rest pass through."""
   rot = cos.shape[-1]
@@ -161,10 +157,10 @@ class GatedAttention(nnx.Module):
   def __init__(self, cfg: Qwen3_5Config, *, dtype, rngs: nnx.Rngs):
     d, hd, bias = cfg.hidden_size, cfg.head_dim, cfg.attention_bias
     self.num_heads, self.num_kv_heads, self.head_dim, self.scale = cfg.num_heads, cfg.num_kv_heads, hd, cfg.scale
-    self.q_proj = _linear(d, cfg.num_heads * hd * 2, bias, dtype, rngs)  # per head: [query | gate]
-    self.k_proj = _linear(d, cfg.num_kv_heads * hd, bias, dtype, rngs)
-    self.v_proj = _linear(d, cfg.num_kv_heads * hd, bias, dtype, rngs)
-    self.o_proj = _linear(cfg.num_heads * hd, d, bias, dtype, rngs)
+    self.q_proj = Linear(d, cfg.num_heads * hd * 2, bias=bias, dtype=dtype, rngs=rngs)  # per head: [query | gate]
+    self.k_proj = Linear(d, cfg.num_kv_heads * hd, bias=bias, dtype=dtype, rngs=rngs)
+    self.v_proj = Linear(d, cfg.num_kv_heads * hd, bias=bias, dtype=dtype, rngs=rngs)
+    self.o_proj = Linear(cfg.num_heads * hd, d, bias=bias, dtype=dtype, rngs=rngs)
     self.q_norm = RMSNorm(hd, eps=cfg.rms_norm_eps, offset=True, param_dtype=dtype)
     self.k_norm = RMSNorm(hd, eps=cfg.rms_norm_eps, offset=True, param_dtype=dtype)
 
